@@ -1,0 +1,539 @@
+"""One handler per verb for every catalogue resource, plus the subresources with special meaning
+(status, scale, binding, eviction, finalize).
+
+Query parameters and answers follow k8s.io/apiserver/pkg/endpoints/handlers: create answers 201,
+delete answers 200 when the object is gone and 202 when it waits for finalizers or a grace period,
+and every failure is a metav1.Status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from kubeling.api import errors
+from kubeling.apiserver import encoding
+from kubeling.apiserver.registry import DeleteOptions, ListOptions, deep_copy, now_rfc3339
+from kubeling.apiserver.requestinfo import RequestInfo
+
+if TYPE_CHECKING:
+    from kubeling.api.catalogue import Resource
+    from kubeling.apiserver.server import ApiServer
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+JSON = "application/json"
+BOOKMARK_INTERVAL = 30.0  # seconds between watch bookmarks (upstream: about a minute)
+_FIELD_VALIDATION = {"Strict", "Warn", "Ignore"}
+
+
+def json_response(body: Any, status: int = 200, *, warnings: list[str] | None = None) -> web.Response:
+    resp = web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
+    for w in warnings or []:
+        resp.headers.add("Warning", f'299 - "{w}"')
+    return resp
+
+
+def status_success(res: Resource, name: str, uid: str | None = None, code: int = 200) -> Obj:
+    details: Obj = {"name": name, "kind": res.plural}
+    if res.group:
+        details["group"] = res.group
+    if uid:
+        details["uid"] = uid
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+
+class ResourceHandlers:
+    def __init__(self, server: ApiServer) -> None:
+        self.server = server
+        self.registry = server.registry
+
+    # ---- dispatch -------------------------------------------------------------------------
+    async def handle(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        res = self.server.catalogue.lookup(info.group, info.version, info.resource)
+        if res is None:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource",
+                                     details={})
+        if info.namespace is not None and not res.namespaced:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource",
+                                     details={})
+        if info.subresource and info.subresource not in res.subresources:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource",
+                                     details={})
+        request["resource"] = res
+        method = request.method
+        q = request.query
+        if info.name is None:
+            if method == "GET":
+                if info.legacy_watch or _truthy(q.get("watch")):
+                    return await self.watch(request, res, info)
+                return await self.list(request, res, info)
+            if method == "POST":
+                return await self.create(request, res, info)
+            if method == "DELETE":
+                return await self.delete_collection(request, res, info)
+            raise errors.method_not_allowed()
+        sub = info.subresource
+        if sub in (None, "status"):
+            if method == "GET":
+                if info.legacy_watch or _truthy(q.get("watch")):
+                    return await self.watch(request, res, info)
+                obj = await self.registry.get(res, info.namespace, info.name)
+                return self._respond_object(request, res, obj)
+            if method == "PUT":
+                return await self.update(request, res, info)
+            if method == "PATCH":
+                return await self.patch(request, res, info)
+            if method == "DELETE" and sub is None:
+                return await self.delete(request, res, info)
+            if method == "POST" and sub is None:
+                raise errors.method_not_allowed()
+            raise errors.method_not_allowed()
+        if sub == "scale":
+            return await self.scale(request, res, info)
+        if sub == "binding" and method == "POST":
+            return await self.binding(request, res, info)
+        if sub == "eviction" and method == "POST":
+            return await self.eviction(request, res, info)
+        if sub == "finalize" and method == "PUT":
+            return await self.update(request, res, info, subresource="finalize")
+        if sub == "log" and method == "GET":
+            obj = await self.registry.get(res, info.namespace, info.name)
+            return web.Response(text=_fake_log(obj), content_type="text/plain")
+        raise errors.method_not_allowed()
+
+    # ---- helpers --------------------------------------------------------------------------
+    async def _body(self, request: web.Request) -> Any:
+        if request.content_length is not None and request.content_length > encoding.MAX_BODY:
+            raise errors.too_large()
+        raw = await request.content.read(encoding.MAX_BODY + 1)
+        if len(raw) > encoding.MAX_BODY:
+            raise errors.too_large()
+        request["raw_body"] = raw
+        return encoding.decode_body(raw, request.headers.get("Content-Type", JSON))
+
+    @staticmethod
+    def _field_validation(request: web.Request) -> str:
+        fv = request.query.get("fieldValidation") or "Warn"
+        if fv not in _FIELD_VALIDATION:
+            raise errors.bad_request(f"fieldValidation parameter unsupported: {fv}")
+        return fv
+
+    @staticmethod
+    def _dry_run(request: web.Request) -> bool:
+        values = request.query.getall("dryRun", [])
+        for v in values:
+            if v != "All":
+                raise errors.bad_request(f"unsupported dry run option {v!r}; only All is supported")
+        return bool(values)
+
+    def _respond_object(self, request: web.Request, res: Resource, obj: Obj, status: int = 200,
+                        warnings: list[str] | None = None) -> web.Response:
+        accept = request.headers.get("Accept", "")
+        if encoding.wants(accept, "Table"):
+            include = request.query.get("includeObject", "Metadata")
+            table = self.server.tables.to_table(res, [obj], include_object=include)
+            table.setdefault("metadata", {})["resourceVersion"] = obj.get("metadata", {}).get("resourceVersion", "")
+            return json_response(table, status, warnings=warnings)
+        if encoding.wants(accept, "PartialObjectMetadata"):
+            return json_response(encoding.partial_metadata(obj), status, warnings=warnings)
+        return json_response(obj, status, warnings=warnings)
+
+    def _list_options(self, request: web.Request, res: Resource) -> ListOptions:
+        q = request.query
+        opts = ListOptions()
+        sel = self.server.selectors
+        if q.get("labelSelector"):
+            opts.label_selector = sel.parse_label_selector(q["labelSelector"])
+        if q.get("fieldSelector"):
+            opts.field_selector = sel.parse_field_selector(q["fieldSelector"])
+            validate = getattr(sel, "validate_field_selector", None)
+            if validate is not None:
+                validate(res, opts.field_selector)
+        if q.get("limit"):
+            try:
+                opts.limit = max(0, int(q["limit"]))
+            except ValueError as exc:
+                raise errors.bad_request(f'invalid limit: "{q["limit"]}"') from exc
+        opts.continue_token = q.get("continue") or None
+        opts.resource_version = q.get("resourceVersion", "")
+        opts.resource_version_match = q.get("resourceVersionMatch", "")
+        return opts
+
+    # ---- verbs ----------------------------------------------------------------------------
+    async def list(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
+        opts = self._list_options(request, res)
+        result = await self.registry.list(res, info.namespace, opts)
+        accept = request.headers.get("Accept", "")
+        if encoding.wants(accept, "Table"):
+            include = request.query.get("includeObject", "Metadata")
+            table = self.server.tables.to_table(res, result["items"], include_object=include)
+            table["metadata"] = result["metadata"]
+            return json_response(table)
+        if encoding.wants(accept, "PartialObjectMetadataList") or encoding.wants(accept, "PartialObjectMetadata"):
+            return json_response(encoding.partial_metadata_list(result))
+        return json_response(result)
+
+    async def create(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
+        if "create" not in res.verbs:
+            raise errors.method_not_allowed()
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request was not a JSON object")
+        if res.group == "" and res.plural == "namespaces":
+            info.namespace = None
+        obj, warnings = await self.registry.create(
+            res, info.namespace, body, field_validation=self._field_validation(request),
+            dry_run=self._dry_run(request), user=request.get("user"))
+        return self._respond_object(request, res, obj, 201, warnings)
+
+    async def update(self, request: web.Request, res: Resource, info: RequestInfo,
+                     subresource: str | None = None) -> web.Response:
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request was not a JSON object")
+        assert info.name is not None
+        obj, warnings = await self.registry.update(
+            res, info.namespace, info.name, body, subresource=subresource or info.subresource,
+            field_validation=self._field_validation(request), dry_run=self._dry_run(request),
+            user=request.get("user"))
+        return self._respond_object(request, res, obj, 200, warnings)
+
+    async def patch(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        raw = await request.content.read(encoding.MAX_BODY + 1)
+        if len(raw) > encoding.MAX_BODY:
+            raise errors.too_large()
+        assert info.name is not None
+        patcher = self.server.patcher
+        schema_ref = getattr(res, "schema_ref", None)
+
+        def mutate(current: Obj) -> Obj:
+            return patcher.apply_patch(ctype, current, raw, schema_ref=schema_ref)
+
+        if ctype not in ("application/json-patch+json", "application/merge-patch+json",
+                         "application/strategic-merge-patch+json", "application/apply-patch+yaml"):
+            raise errors.unsupported_media_type(ctype)
+        if ctype == "application/apply-patch+yaml" and request.query.get("fieldManager") is None:
+            raise errors.bad_request("PATCH requests with application/apply-patch+yaml require fieldManager")
+        try:
+            obj, warnings = await self.registry.guaranteed_update(
+                res, info.namespace, info.name, mutate, subresource=info.subresource,
+                dry_run=self._dry_run(request), user=request.get("user"),
+                field_validation=self._field_validation(request))
+        except errors.StatusError as exc:
+            if exc.code == 404 and ctype == "application/apply-patch+yaml":
+                # server-side apply creates a missing object
+                body = patcher.apply_patch(ctype, {}, raw, schema_ref=schema_ref)
+                obj, warnings = await self.registry.create(
+                    res, info.namespace, body, field_validation=self._field_validation(request),
+                    dry_run=self._dry_run(request), user=request.get("user"))
+                return self._respond_object(request, res, obj, 201, warnings)
+            raise
+        return self._respond_object(request, res, obj, 200, warnings)
+
+    def _delete_options(self, request: web.Request, body: Any) -> DeleteOptions:
+        opts = DeleteOptions()
+        q = request.query
+        if isinstance(body, dict):
+            if body.get("gracePeriodSeconds") is not None:
+                opts.grace_period_seconds = int(body["gracePeriodSeconds"])
+            opts.propagation_policy = body.get("propagationPolicy")
+            opts.orphan_dependents = body.get("orphanDependents")
+            opts.preconditions = body.get("preconditions") or {}
+            if body.get("dryRun"):
+                opts.dry_run = True
+        if q.get("gracePeriodSeconds") is not None:
+            try:
+                opts.grace_period_seconds = int(q["gracePeriodSeconds"])
+            except ValueError as exc:
+                raise errors.bad_request("invalid gracePeriodSeconds") from exc
+        if q.get("propagationPolicy"):
+            opts.propagation_policy = q["propagationPolicy"]
+        if q.get("orphanDependents") is not None:
+            opts.orphan_dependents = _truthy(q["orphanDependents"])
+        if opts.propagation_policy not in (None, "Orphan", "Background", "Foreground"):
+            raise errors.invalid_error("meta.k8s.io", "DeleteOptions", "", [errors.unsupported(
+                "propagationPolicy", opts.propagation_policy, ["Foreground", "Background", "Orphan", "nil"])])
+        opts.dry_run = opts.dry_run or self._dry_run(request)
+        return opts
+
+    async def delete(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
+        raw = await request.content.read(encoding.MAX_BODY + 1)
+        body = encoding.decode_body(raw, JSON) if raw.strip() else None
+        opts = self._delete_options(request, body)
+        assert info.name is not None
+        obj, deleted = await self.registry.delete(res, info.namespace, info.name, opts)
+        if not deleted:
+            return self._respond_object(request, res, obj, 202 if obj["metadata"].get("finalizers") else 200)
+        if res.group == "" and res.plural in ("pods", "namespaces", "nodes", "services", "secrets",
+                                              "configmaps", "serviceaccounts", "events"):
+            # these registries set ReturnDeletedObject upstream
+            return self._respond_object(request, res, obj, 200)
+        return json_response(status_success(res, info.name, obj["metadata"].get("uid")))
+
+    async def delete_collection(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
+        if "deletecollection" not in res.verbs:
+            raise errors.method_not_allowed()
+        raw = await request.content.read(encoding.MAX_BODY + 1)
+        body = encoding.decode_body(raw, JSON) if raw.strip() else None
+        opts = self._delete_options(request, body)
+        lopts = self._list_options(request, res)
+        listed = await self.registry.list(res, info.namespace, lopts)
+        out = []
+        for item in listed["items"]:
+            meta = item["metadata"]
+            with contextlib.suppress(errors.StatusError):
+                obj, _ = await self.registry.delete(res, meta.get("namespace"), meta["name"], opts)
+                out.append(obj)
+        listed["items"] = out
+        return json_response(listed)
+
+    # ---- subresources ---------------------------------------------------------------------
+    async def binding(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request was not a JSON object")
+        target = body.get("target") or {}
+        node = target.get("name")
+        assert info.name is not None
+        if not node:
+            raise errors.invalid_error("", "Binding", info.name, [errors.required("target.name")])
+        pods = res
+
+        def assign(pod: Obj) -> Obj:
+            spec = pod.setdefault("spec", {})
+            if pod["metadata"].get("deletionTimestamp"):
+                raise errors.conflict("", "pods", info.name or "", "pod is being deleted, cannot be assigned to a host")
+            if spec.get("nodeName"):
+                raise errors.conflict("", "pods", info.name or "",
+                                      f'pod {info.name} is already assigned to node "{spec["nodeName"]}"')
+            spec["nodeName"] = node
+            status = pod.setdefault("status", {})
+            conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                          "lastTransitionTime": now_rfc3339()})
+            status["conditions"] = conds
+            return pod
+
+        await self.registry.guaranteed_update(pods, info.namespace, info.name, assign, subresource="binding")
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                              "code": 201}, 201)
+
+    async def eviction(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
+        body = await self._body(request)
+        assert info.name is not None
+        opts = DeleteOptions()
+        if isinstance(body, dict) and isinstance(body.get("deleteOptions"), dict):
+            d = body["deleteOptions"]
+            if d.get("gracePeriodSeconds") is not None:
+                opts.grace_period_seconds = int(d["gracePeriodSeconds"])
+            opts.preconditions = d.get("preconditions") or {}
+        pod = await self.registry.get(res, info.namespace, info.name)
+        await self.server.check_disruption_budgets(pod)
+        await self.registry.delete(res, info.namespace, info.name, opts)
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                              "code": 201}, 201)
+
+    async def scale(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
+        assert info.name is not None
+        if request.method == "GET":
+            obj = await self.registry.get(res, info.namespace, info.name)
+            return json_response(to_scale(obj))
+        if request.method == "PUT":
+            body = await self._body(request)
+            if not isinstance(body, dict):
+                raise errors.bad_request("the body of the request was not a JSON object")
+            replicas = (body.get("spec") or {}).get("replicas", 0)
+            want_rv = (body.get("metadata") or {}).get("resourceVersion")
+
+            def set_replicas(obj: Obj) -> Obj:
+                if want_rv and want_rv != obj["metadata"]["resourceVersion"]:
+                    raise errors.conflict(res.group, res.plural, info.name or "", errors.OBJECT_MODIFIED)
+                obj.setdefault("spec", {})["replicas"] = replicas
+                return obj
+        elif request.method == "PATCH":
+            ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            raw = await request.content.read(encoding.MAX_BODY + 1)
+
+            def set_replicas(obj: Obj) -> Obj:
+                scale = self.server.patcher.apply_patch(ctype, to_scale(obj), raw,
+                                                        schema_ref="io.k8s.api.autoscaling.v1.Scale")
+                obj.setdefault("spec", {})["replicas"] = (scale.get("spec") or {}).get("replicas", 0)
+                return obj
+        else:
+            raise errors.method_not_allowed()
+        obj, _ = await self.registry.guaranteed_update(res, info.namespace, info.name, set_replicas)
+        return json_response(to_scale(obj))
+
+    # ---- watch ----------------------------------------------------------------------------
+    async def watch(self, request: web.Request, res: Resource, info: RequestInfo) -> web.StreamResponse:
+        opts = self._list_options(request, res)
+        q = request.query
+        send_initial = _truthy(q.get("sendInitialEvents"))
+        if send_initial and opts.resource_version_match != "NotOlderThan":
+            raise errors.invalid_error("meta.k8s.io", "ListOptions", "", [errors.forbidden(
+                "resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")])
+        bookmarks = _truthy(q.get("allowWatchBookmarks"))
+        timeout = None
+        if q.get("timeoutSeconds"):
+            with contextlib.suppress(ValueError):
+                timeout = max(0, int(q["timeoutSeconds"]))
+        if timeout is None:
+            # upstream picks a random timeout in [minRequestTimeout, 2*minRequestTimeout) (30..60 min)
+            timeout = int(1800 * (1 + random.random()))
+        as_table = encoding.wants(request.headers.get("Accept", ""), "Table")
+        as_meta = encoding.wants(request.headers.get("Accept", ""), "PartialObjectMetadata")
+        include = q.get("includeObject", "Metadata")
+        name = info.name
+        if opts.field_selector is not None and name is None:
+            name = _single_name(opts.field_selector)
+        events = self.registry.watch(res, info.namespace, name, opts, send_initial_events=send_initial)
+        # open the storage watch before answering so a 410 is still a plain HTTP error
+        first: tuple[str, Obj] | None = None
+        pending = asyncio.ensure_future(events.__anext__())
+        try:
+            done, _ = await asyncio.wait({pending}, timeout=0.05)
+            if done:
+                try:
+                    first = pending.result()
+                except StopAsyncIteration:
+                    first = None
+                pending = None  # type: ignore[assignment]
+        except errors.StatusError:
+            raise
+        resp = web.StreamResponse(status=200)
+        resp.content_type = JSON
+        resp.enable_chunked_encoding()
+        resp.headers["Cache-Control"] = "no-cache, private"
+        await resp.prepare(request)
+        self.server.metrics.watchers_inc(res)
+        last_rv = str(self.registry.store.current_revision())
+
+        def frame(kind: str, obj: Obj) -> bytes:
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                if as_table:
+                    table = self.server.tables.to_table(res, [obj], include_object=include)
+                    table.setdefault("metadata", {})["resourceVersion"] = obj["metadata"].get("resourceVersion", "")
+                    obj = table
+                elif as_meta:
+                    obj = encoding.partial_metadata(obj)
+            return orjson.dumps({"type": kind, "object": obj}) + b"\n"
+
+        def bookmark(rv: str, initial_end: bool = False) -> bytes:
+            meta: Obj = {"resourceVersion": rv}
+            if initial_end:
+                meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+            obj = {"kind": res.kind, "apiVersion": res.api_version, "metadata": meta}
+            if as_table or as_meta:
+                obj = {"kind": "PartialObjectMetadata" if as_meta else res.kind,
+                       "apiVersion": "meta.k8s.io/v1" if as_meta else res.api_version, "metadata": meta}
+            return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            if first is not None:
+                kind, obj = first
+                if kind == "INITIAL_END":
+                    last_rv = str(obj["revision"])
+                    await resp.write(bookmark(last_rv, True))
+                else:
+                    last_rv = obj["metadata"].get("resourceVersion", last_rv)
+                    await resp.write(frame(kind, obj))
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(events.__anext__())
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                done, _ = await asyncio.wait({pending}, timeout=min(BOOKMARK_INTERVAL, remaining))
+                if not done:
+                    if bookmarks:
+                        await resp.write(bookmark(str(max(int(last_rv or 0),
+                                                          self.registry.store.current_revision()))))
+                    continue
+                try:
+                    kind, obj = pending.result()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    pending = None  # type: ignore[assignment]
+                if kind == "INITIAL_END":
+                    last_rv = str(obj["revision"])
+                    await resp.write(bookmark(last_rv, True))
+                    continue
+                last_rv = obj["metadata"].get("resourceVersion", last_rv)
+                await resp.write(frame(kind, obj))
+        except errors.StatusError as exc:
+            with contextlib.suppress(Exception):
+                await resp.write(orjson.dumps({"type": "ERROR", "object": exc.status}) + b"\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            if pending is not None:
+                pending.cancel()
+            with contextlib.suppress(Exception):
+                await events.aclose()  # type: ignore[attr-defined]
+            self.server.metrics.watchers_dec(res)
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+
+def _single_name(selector: Any) -> str | None:
+    """A `metadata.name=x` field selector lets the watch look at one key only."""
+    reqs = getattr(selector, "requirements", None)
+    if not reqs:
+        return None
+    for r in reqs:
+        field = getattr(r, "field", None) or (r[0] if isinstance(r, tuple) else None)
+        op = getattr(r, "operator", None) or (r[1] if isinstance(r, tuple) else None)
+        value = getattr(r, "value", None) or (r[2] if isinstance(r, tuple) else None)
+        if field == "metadata.name" and op in ("=", "=="):
+            return value
+    return None
+
+
+def _truthy(v: str | None) -> bool:
+    return v is not None and v.lower() in ("1", "true", "yes")
+
+
+def to_scale(obj: Obj) -> Obj:
+    spec, status, meta = obj.get("spec") or {}, obj.get("status") or {}, obj["metadata"]
+    selector = ""
+    sel = spec.get("selector")
+    if isinstance(sel, dict):
+        parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+        for e in sel.get("matchExpressions") or []:
+            op = e.get("operator")
+            if op == "In":
+                parts.append(f"{e['key']} in ({','.join(sorted(e.get('values') or []))})")
+            elif op == "NotIn":
+                parts.append(f"{e['key']} notin ({','.join(sorted(e.get('values') or []))})")
+            elif op == "Exists":
+                parts.append(e["key"])
+            elif op == "DoesNotExist":
+                parts.append("!" + e["key"])
+        selector = ",".join(parts)
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {"replicas": spec.get("replicas", 0)},
+            "status": {"replicas": status.get("replicas", 0), "selector": selector}}
+
+
+def _fake_log(pod: Obj) -> str:
+    started = (pod.get("status") or {}).get("startTime") or dt.datetime.now(dt.UTC).isoformat()
+    name = pod["metadata"]["name"]
+    return f"{started} kubeling simulated container log for pod {name}\n"
+
+
+__all__ = ["ResourceHandlers", "deep_copy", "json_response"]

@@ -1,0 +1,239 @@
+"""The API server: an aiohttp application over the registry, HTTPS and bearer tokens.
+
+Routes are one explicit list built at start-up; resource paths share one
+catch-all that parses upstream's RequestInfo and dispatches by verb.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from kubeling.api import errors
+from kubeling.apiserver.admission import Admission
+from kubeling.apiserver.handlers import ResourceHandlers, json_response
+from kubeling.apiserver.registry import Registry
+from kubeling.apiserver.requestinfo import parse_resource_path
+from kubeling.storage.interface import Store
+
+log = logging.getLogger(__name__)
+
+GIT_VERSION = "v1.32.4"
+VERSION_INFO = {
+    "major": "1", "minor": "32", "gitVersion": GIT_VERSION + "+kubeling",
+    "gitCommit": "59526cd4867447956156ae3a602fcbac10b2c375", "gitTreeState": "clean",
+    "buildDate": "2025-04-22T16:03:51Z", "goVersion": "go1.23.6", "compiler": "gc",
+    "platform": "linux/amd64",
+}
+ANONYMOUS_PATHS = {"/livez", "/readyz", "/healthz", "/version", "/version/"}
+
+
+class Metrics:
+    """apiserver_* metrics with upstream's names, on a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("apiserver_request_total", "Counter of apiserver requests",
+                                ["verb", "group", "version", "resource", "subresource", "code"],
+                                registry=self.registry)
+        self.latency = Histogram("apiserver_request_duration_seconds", "Response latency distribution",
+                                 ["verb", "group", "version", "resource", "subresource"],
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60),
+                                 registry=self.registry)
+        self.watchers = Gauge("apiserver_registered_watchers", "Number of currently registered watchers",
+                              ["group", "kind"], registry=self.registry)
+        self.storage_objects = Gauge("apiserver_storage_objects", "Number of stored objects",
+                                     ["resource"], registry=self.registry)
+
+    def watchers_inc(self, res: Any) -> None:
+        self.watchers.labels(res.group, res.kind).inc()
+
+    def watchers_dec(self, res: Any) -> None:
+        self.watchers.labels(res.group, res.kind).dec()
+
+
+def _verb(method: str, request: web.Request, has_name: bool) -> str:
+    if method == "GET":
+        if request.query.get("watch") in ("true", "1"):
+            return "WATCH"
+        return "GET" if has_name else "LIST"
+    return {"POST": "POST", "PUT": "PUT", "PATCH": "PATCH", "DELETE": "DELETE"}.get(method, method)
+
+
+class ApiServer:
+    def __init__(self, store: Store, *, tokens: dict[str, dict[str, Any]]) -> None:
+        from kubeling.api import defaults, schema, selectors, strategies, tables
+        from kubeling.api.catalogue import CATALOGUE
+        from kubeling.apiserver import patch
+
+        self.store = store
+        self.tokens = tokens
+        self.catalogue = CATALOGUE
+        self.tables = tables
+        self.selectors = selectors
+        self.patcher = patch
+        self.metrics = Metrics()
+        self.registry = Registry(store, admission=None, strategies=strategies, schema=schema,
+                                 defaults=defaults, selectors=selectors)
+        self.registry.admission = Admission(self.registry, self.catalogue)
+        self.handlers = ResourceHandlers(self)
+        self.ready = False
+        self.app = self._build_app()
+
+    # ---- app --------------------------------------------------------------------------------
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors_mw, self._auth_mw],
+                              client_max_size=4 * 1024 * 1024)
+        app.router.add_get("/version", self.version)
+        app.router.add_get("/version/", self.version)
+        for path in ("/healthz", "/livez", "/readyz"):
+            app.router.add_get(path, self.health)
+        app.router.add_get("/metrics", self.metrics_handler)
+        for path in ("/api", "/api/", "/apis", "/apis/"):
+            app.router.add_get(path, self.discovery)
+        app.router.add_get("/openapi/v2", self.openapi_v2)
+        app.router.add_get("/openapi/v3", self.openapi_v3_index)
+        app.router.add_get("/openapi/v3/{path:.+}", self.openapi_v3_doc)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    @web.middleware
+    async def _errors_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        start = time.perf_counter()
+        code = 500
+        try:
+            resp = await handler(request)
+            code = resp.status
+            return resp
+        except errors.StatusError as exc:
+            code = exc.code
+            return json_response(exc.status, exc.code)
+        except web.HTTPException as exc:
+            code = exc.status
+            if exc.status == 413:
+                return json_response(errors.too_large().status, 413)
+            raise
+        except Exception as exc:  # noqa: BLE001 - never a bare 500 page: a Status with the cause
+            log.exception("internal error serving %s %s", request.method, request.path)
+            return json_response(errors.internal(repr(exc)).status, 500)
+        finally:
+            res = request.get("resource")
+            if res is not None:
+                info = request.get("info")
+                verb = _verb(request.method, request, bool(info and info.name))
+                sub = (info.subresource if info else None) or ""
+                self.metrics.requests.labels(verb, res.group, res.version, res.plural, sub, str(code)).inc()
+                if verb != "WATCH":
+                    self.metrics.latency.labels(verb, res.group, res.version, res.plural, sub).observe(
+                        time.perf_counter() - start)
+
+    @web.middleware
+    async def _auth_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in ANONYMOUS_PATHS:
+            return await handler(request)
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            user = self.tokens.get(auth[7:].strip())
+            if user is not None:
+                request["user"] = user
+                return await handler(request)
+        raise errors.unauthorized()
+
+    # ---- non-resource endpoints -------------------------------------------------------------
+    async def version(self, request: web.Request) -> web.Response:
+        return json_response(VERSION_INFO)
+
+    async def health(self, request: web.Request) -> web.Response:
+        if request.path == "/readyz" and not self.ready:
+            return web.Response(status=500, text="[-]bootstrap not finished\nreadyz check failed\n")
+        return web.Response(text="ok", content_type="text/plain")
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        from kubeling.api import discovery
+
+        found = discovery.discovery_response(self.catalogue, request.path, request.headers.get("Accept"),
+                                             server_address=request.host)
+        if found is None:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource",
+                                     details={})
+        body, ctype = found
+        return web.Response(body=orjson.dumps(body), headers={"Content-Type": ctype})
+
+    async def openapi_v2(self, request: web.Request) -> web.Response:
+        from kubeling.api import openapi
+
+        return web.Response(body=openapi.openapi_v2(), content_type="application/json")
+
+    async def openapi_v3_index(self, request: web.Request) -> web.Response:
+        from kubeling.api import openapi
+
+        return json_response(openapi.openapi_v3_index())
+
+    async def openapi_v3_doc(self, request: web.Request) -> web.Response:
+        from kubeling.api import openapi
+
+        body = openapi.openapi_v3_doc(request.match_info["path"])
+        if body is None:
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
+        return web.Response(body=body, content_type="application/json")
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        info = parse_resource_path(request.path)
+        if info is None:
+            if request.method == "GET":
+                return await self.discovery(request)
+            raise errors.StatusError(404, "NotFound", "the server could not find the requested resource",
+                                     details={})
+        request["info"] = info
+        return await self.handlers.handle(request, info)
+
+    async def check_disruption_budgets(self, pod: dict[str, Any]) -> None:
+        """Eviction honours PodDisruptionBudgets whose selector matches and allow no disruption."""
+        pdbs = self.catalogue.lookup("policy", "v1", "poddisruptionbudgets")
+        if pdbs is None:
+            return
+        ns = pod["metadata"].get("namespace")
+        page = await self.store.list(self.registry.prefix(pdbs, ns))
+        labels = pod["metadata"].get("labels") or {}
+        for pdb in page.items:
+            sel = (pdb.get("spec") or {}).get("selector")
+            if sel is None:
+                continue
+            if not self.selectors.label_selector_from_dict(sel).matches(labels):
+                continue
+            allowed = (pdb.get("status") or {}).get("disruptionsAllowed", 0)
+            if allowed <= 0:
+                raise errors.StatusError(
+                    429, "TooManyRequests",
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                    details={"causes": [{"reason": "DisruptionBudget",
+                                         "message": f"The disruption budget {pdb['metadata']['name']} needs "
+                                                    f"{(pdb.get('status') or {}).get('desiredHealthy', 0)} "
+                                                    f"healthy pods and has "
+                                                    f"{(pdb.get('status') or {}).get('currentHealthy', 0)} "
+                                                    f"currently"}]})
+
+
+def make_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx

@@ -1,0 +1,159 @@
+"""`kubeling`: the command line. `kubeling up` runs the whole control plane in one process.
+
+Every component still talks to the API server over HTTPS with a kubeconfig, so
+`kubeling apiserver`, `kubeling controller-manager`, `kubeling scheduler` and
+`kubeling nodes` can run the same components as separate processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from kubeling.cli import runtime
+
+DEFAULT_DATA_DIR = Path(os.environ.get("KUBELING_HOME", "~/.kubeling")).expanduser()
+
+
+def _parse_duration(value: str) -> float:
+    value = value.strip()
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * units[suffix]
+    return float(value)
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return _parse_duration(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a duration like 1s, 500ms or 2m", param, ctx)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _run(coro_factory) -> None:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await coro_factory(stop)
+
+    asyncio.run(main())
+
+
+@click.group()
+@click.version_option(package_name="kubeling")
+def main() -> None:
+    """kubeling: a Kubernetes-compatible control plane built around the DaemonSet."""
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True,
+              help="Where the state, PKI and kubeconfig live.")
+@click.option("--port", type=int, default=6443, show_default=True, help="HTTPS port on 127.0.0.1.")
+@click.option("--nodes", type=int, default=2, show_default=True,
+              help="Simulated worker nodes to create (plus one control-plane node); 0 for none.")
+@click.option("--store", "store_url", default="sqlite://", show_default=True,
+              help="sqlite:// (embedded, default) or etcd://HOST:PORT[,HOST:PORT...]")
+@click.option("--stop-after", type=Duration(), default="1s", show_default=True,
+              help="How long a simulated container takes to stop after deletion.")
+@click.option("--bind-address", default="127.0.0.1", show_default=True)
+@click.option("-v", "--verbose", count=True)
+def up(data_dir: Path, port: int, nodes: int, store_url: str, stop_after: float, bind_address: str,
+       verbose: int) -> None:
+    """Run the API server, controllers, scheduler and node fleet in the foreground."""
+    _setup_logging(verbose)
+    data_dir = data_dir.expanduser().resolve()
+
+    async def go(stop: asyncio.Event) -> None:
+        api = await runtime.start_apiserver(data_dir=data_dir, port=port, store_url=store_url,
+                                            bind_address=bind_address)
+        kubeconfig = data_dir / "kubeconfig"
+        click.echo(f"kubeling is up: API server https://{bind_address}:{port} (Kubernetes v1.32)")
+        click.echo(f"  export KUBECONFIG={kubeconfig}")
+        click.echo("  kubectl get nodes")
+        components = await runtime.start_components(kubeconfig, nodes=nodes, stop_after=stop_after,
+                                                    all_in_one=True)
+        try:
+            await stop.wait()
+        finally:
+            await runtime.stop_components(components)
+            await api.stop()
+
+    _run(go)
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True)
+@click.option("--port", type=int, default=6443, show_default=True)
+@click.option("--store", "store_url", default="sqlite://", show_default=True)
+@click.option("--bind-address", default="127.0.0.1", show_default=True)
+@click.option("-v", "--verbose", count=True)
+def apiserver(data_dir: Path, port: int, store_url: str, bind_address: str, verbose: int) -> None:
+    """Run only the API server."""
+    _setup_logging(verbose)
+
+    async def go(stop: asyncio.Event) -> None:
+        api = await runtime.start_apiserver(data_dir=data_dir.expanduser().resolve(), port=port,
+                                            store_url=store_url, bind_address=bind_address)
+        try:
+            await stop.wait()
+        finally:
+            await api.stop()
+
+    _run(go)
+
+
+def _component_command(name: str, which: list[str], help_text: str) -> None:
+    @main.command(name=name, help=help_text)
+    @click.option("--kubeconfig", type=click.Path(path_type=Path),
+                  default=lambda: os.environ.get("KUBECONFIG", str(DEFAULT_DATA_DIR / "kubeconfig")))
+    @click.option("--stop-after", type=Duration(), default="1s")
+    @click.option("-v", "--verbose", count=True)
+    def cmd(kubeconfig: Path, stop_after: float, verbose: int) -> None:
+        _setup_logging(verbose)
+
+        async def go(stop: asyncio.Event) -> None:
+            comps = await runtime.start_components(Path(kubeconfig), nodes=None, stop_after=stop_after,
+                                                   only=which)
+            try:
+                await stop.wait()
+            finally:
+                with contextlib.suppress(Exception):
+                    await runtime.stop_components(comps)
+
+        _run(go)
+
+
+_component_command("controller-manager", runtime.CONTROLLER_MANAGER, "Run the controllers.")
+_component_command("scheduler", ["scheduler"], "Run the scheduler.")
+_component_command("nodes", ["nodes"], "Run the simulated kubelet fleet.")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

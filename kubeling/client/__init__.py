@@ -1,0 +1,1 @@
+"""The API from a component's side: REST client, informers, work queue, events, leader election."""

@@ -1,0 +1,141 @@
+"""Fixtures that start the real `kubeling up` and drive it with the real kubectl and clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBELING = [sys.executable, "-m", "kubeling.cli.main"]
+SHARED = ROOT.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A `kubeling up` subprocess in a temporary data dir."""
+
+    def __init__(self, data_dir: Path, *, nodes: int = 0, extra_args: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.nodes = nodes
+        self.extra_args = extra_args or []
+        self.kubeconfig = data_dir / "kubeconfig"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"up-{self.port}.log"
+
+    # ---- process control -----------------------------------------------------------------
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self.proc = subprocess.Popen(
+            [*KUBELING, "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
+             "--nodes", str(self.nodes), *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kubeling up exited {self.proc.returncode}:\n{self.log_tail()}")
+            if self.kubeconfig.exists():
+                r = self.kubectl_result("get", "--raw", "/readyz")
+                if r.returncode == 0:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"kubeling up did not become ready:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    # ---- clients --------------------------------------------------------------------------
+    def kubectl_result(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        return subprocess.run(["kubectl", *args], capture_output=True, text=True, env=env, input=input,
+                              timeout=timeout)
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120) -> str:
+        r = self.kubectl_result(*args, input=input, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stderr}\n{r.stdout}")
+        return r.stdout
+
+    def api_client(self) -> Any:
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        return client.ApiClient(cfg)
+
+    def client_config(self) -> Any:
+        from kubeling.client.config import ClientConfig
+
+        return ClientConfig.from_kubeconfig(self.kubeconfig)
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 60, what: str = "condition",
+                 interval: float = 0.2) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = predicate()
+            except Exception as exc:  # noqa: BLE001 - keep polling; report the last failure
+                last = exc
+            if last and not isinstance(last, Exception):
+                return last
+            time.sleep(interval)
+        pytest.fail(f"timed out waiting for {what}; last value: {last!r}\n--- server log ---\n{self.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("kubeling") / "data", nodes=0)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_with_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("kubeling") / "data", nodes=2)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
