@@ -1,0 +1,210 @@
+"""The in-memory side of a store: live objects, a window of recent changes, and watchers.
+
+Upstream's apiserver puts a watch cache in front of etcd so that gets, lists at
+the latest revision and watches never touch the database. This is the same idea
+for any backend: the backend commits a batch of writes, then hands the committed
+``Change`` rows to ``WatchCache.apply`` on the event loop, which updates the live
+state, appends to the event window and feeds every matching watcher in one go.
+Because all of that happens in one loop callback, a list at revision R and a
+watch from R always line up: nothing is seen twice and nothing is missed.
+
+Objects are kept as the stored JSON bytes (without ``metadata.resourceVersion``)
+and decoded on the way out, so every caller gets its own dict to mutate.
+
+Slow watchers: each watcher has a bounded queue. When a commit finds it full the
+watcher is ended (after it drains what it has), like upstream's cacher ends a
+watcher that cannot keep up; the client re-watches from the last revision it saw,
+which replays the rest from the window, or gets 410 and relists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from kubeling.storage.interface import Compacted, Event, ListResult, Obj
+
+# The largest code point sorts after every key: the upper bound of the empty prefix.
+_TOP = chr(0x10FFFF)
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest string greater than every string starting with prefix."""
+    if not prefix:
+        return _TOP
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def materialize(data: bytes, revision: int) -> Obj:
+    """A fresh dict from stored bytes, stamped with its resourceVersion."""
+    obj = orjson.loads(data)
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        meta = obj["metadata"] = {}
+    meta["resourceVersion"] = str(revision)
+    return obj
+
+
+@dataclass(slots=True)
+class Change:
+    """One committed write, as the backend recorded it."""
+
+    type: str  # ADDED / MODIFIED / DELETED
+    key: str
+    revision: int
+    data: bytes  # the new state; for DELETED the last state
+    prev_data: bytes | None = None
+    prev_revision: int = 0
+
+    def to_event(self) -> Event:
+        prev = materialize(self.prev_data, self.prev_revision) if self.prev_data is not None else None
+        return Event(self.type, self.key, materialize(self.data, self.revision), self.revision, prev)  # type: ignore[arg-type]
+
+
+class _Watcher:
+    __slots__ = ("prefix", "queue", "closed")
+
+    def __init__(self, prefix: str, size: int) -> None:
+        self.prefix = prefix
+        self.queue: asyncio.Queue[Change | None] = asyncio.Queue(size)
+        self.closed = False
+
+    def end(self) -> None:
+        self.closed = True
+        # Wakes a consumer blocked on an empty queue; a full one drains, then sees `closed`.
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+
+class WatchCache:
+    """Live state + event window + watchers; used only from the event loop."""
+
+    def __init__(self, *, window: int = 10_000, queue_size: int = 10_000) -> None:
+        self.revision = 0
+        self._window = max(1, window)
+        self._queue_size = max(1, queue_size)
+        self._live: dict[str, tuple[int, bytes]] = {}
+        self._keys: list[str] = []  # sorted live keys
+        self._events: deque[Change] = deque()
+        self._start = 0  # every change with revision > _start is in _events
+        self._watchers: set[_Watcher] = set()
+
+    # --- filling ---------------------------------------------------------
+
+    def load(
+        self,
+        live: Iterable[tuple[str, int, bytes]],
+        *,
+        revision: int,
+        history: Sequence[Change],
+        history_start: int,
+    ) -> None:
+        """Initial state: live objects at ``revision``, and the changes after ``history_start``."""
+        self._live = {key: (rev, data) for key, rev, data in live}
+        self._keys = sorted(self._live)
+        self.revision = revision
+        self._events = deque(history[-self._window :])
+        skipped = len(history) - len(self._events)
+        self._start = history[skipped - 1].revision if skipped > 0 else history_start
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Committed changes, in revision order: update state, window and watchers."""
+        live, keys, events, watchers = self._live, self._keys, self._events, self._watchers
+        for ch in changes:
+            if ch.type == "DELETED":
+                if live.pop(ch.key, None) is not None:
+                    i = bisect.bisect_left(keys, ch.key)
+                    del keys[i]
+            else:
+                if ch.key not in live:
+                    bisect.insort(keys, ch.key)
+                live[ch.key] = (ch.revision, ch.data)
+            if len(events) >= self._window:
+                self._start = events.popleft().revision
+            events.append(ch)
+            for w in watchers:
+                if not w.closed and ch.key.startswith(w.prefix):
+                    try:
+                        w.queue.put_nowait(ch)
+                    except asyncio.QueueFull:
+                        w.closed = True  # too slow: ended once it drains
+            self.revision = ch.revision
+
+    def close(self) -> None:
+        """End every watcher (they finish after draining what they have)."""
+        for w in list(self._watchers):
+            w.end()
+
+    # --- reading ---------------------------------------------------------
+
+    @property
+    def oldest_watchable(self) -> int:
+        """The oldest revision a watch may start from."""
+        return self._start
+
+    def raw(self, key: str) -> tuple[int, bytes] | None:
+        return self._live.get(key)
+
+    def get(self, key: str) -> Obj | None:
+        hit = self._live.get(key)
+        return materialize(hit[1], hit[0]) if hit else None
+
+    def list(self, prefix: str, *, limit: int = 0, start_after: str | None = None) -> ListResult:
+        keys, live = self._keys, self._live
+        lo = bisect.bisect_left(keys, prefix)
+        if start_after is not None:
+            lo = max(lo, bisect.bisect_right(keys, start_after))
+        hi = bisect.bisect_left(keys, prefix_end(prefix), lo)
+        end = hi if limit <= 0 else min(hi, lo + limit)
+        items = []
+        for key in keys[lo:end]:
+            rev, data = live[key]
+            items.append(materialize(data, rev))
+        remaining = hi - end
+        return ListResult(
+            items=items,
+            revision=self.revision,
+            continue_key=keys[end - 1] if remaining and end > lo else None,
+            remaining=remaining,
+        )
+
+    def watch(self, prefix: str, *, revision: int) -> AsyncIterator[Event]:
+        """Changes under prefix after ``revision``, replayed from the window, then live.
+
+        ``revision`` 0 means from now: the revision when watch() is called, even if the
+        first iteration comes later (the window fills the gap).
+        """
+        return self._watch(prefix, revision or self.revision)
+
+    async def _watch(self, prefix: str, revision: int) -> AsyncIterator[Event]:
+        if revision < self.revision and revision < self._start:
+            raise Compacted(revision, self._start)
+        # Replay and registration happen with no await in between: no gap, no duplicate.
+        backlog: list[Change] = []
+        for ch in reversed(self._events):
+            if ch.revision <= revision:
+                break
+            if ch.key.startswith(prefix):
+                backlog.append(ch)
+        backlog.reverse()
+        w = _Watcher(prefix, self._queue_size)
+        self._watchers.add(w)
+        try:
+            for ch in backlog:
+                yield ch.to_event()
+            while True:
+                if w.closed and w.queue.empty():
+                    return
+                ch = await w.queue.get()
+                if ch is None:
+                    return
+                if ch.revision > revision:  # a watch from a future revision skips older ones
+                    yield ch.to_event()
+        finally:
+            self._watchers.discard(w)
