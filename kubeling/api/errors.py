@@ -162,10 +162,7 @@ def invalid_error(group: str, kind: str, name: str, errors: list[FieldError]) ->
     """422 Invalid: 'The DaemonSet "x" is invalid: <field errors>' as upstream's NewInvalid."""
     qualified = f"{kind}.{group}" if group else kind
     msgs = [str(e) for e in errors]
-    if len(msgs) == 1:
-        agg = msgs[0]
-    else:
-        agg = "[" + ", ".join(msgs) + "]"
+    agg = msgs[0] if len(msgs) == 1 else "[" + ", ".join(msgs) + "]"
     return StatusError(422, "Invalid", f'{qualified} "{name}" is invalid: {agg}',
                        details=_details(name, group, kind, causes=[e.cause() for e in errors]))
 

@@ -1,0 +1,451 @@
+"""PodSpec and PodTemplateSpec validation (pkg/apis/core/validation), upstream messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kubeling.api import quantity
+from kubeling.api.errors import FieldError, duplicate, forbidden, invalid, not_found, required, unsupported
+from kubeling.api.validation.meta import (
+    dns1123_label,
+    dns1123_subdomain,
+    label_value,
+    nonnegative,
+    qualified_name,
+    validate_annotations,
+    validate_labels,
+)
+
+Obj = dict[str, Any]
+
+RESTART_POLICIES = ["Always", "OnFailure", "Never"]
+DNS_POLICIES = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"]
+PULL_POLICIES = ["Always", "IfNotPresent", "Never"]
+PROTOCOLS = ["SCTP", "TCP", "UDP"]
+TAINT_EFFECTS = ["NoSchedule", "PreferNoSchedule", "NoExecute"]
+HOST_PATH_TYPES = ["", "BlockDevice", "CharDevice", "Directory", "DirectoryOrCreate", "File",
+                   "FileOrCreate", "Socket"]
+PORT_RANGE = "must be between 1 and 65535, inclusive"
+NODE_SELECTOR_OPS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
+
+VOLUME_SOURCES = ("hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret",
+                  "nfs", "iscsi", "glusterfs", "persistentVolumeClaim", "rbd", "flexVolume", "cinder",
+                  "cephfs", "flocker", "downwardAPI", "fc", "azureFile", "configMap", "vsphereVolume",
+                  "quobyte", "azureDisk", "photonPersistentDisk", "projected", "portworxVolume", "scaleIO",
+                  "storageos", "csi", "ephemeral", "image")
+
+_IANA_ALNUM = re.compile(r"^[-a-z0-9]+$")
+_IANA_LETTER = re.compile(r"[a-z]")
+
+
+def port_name(name: str) -> list[str]:
+    errs = []
+    if len(name) > 15:
+        errs.append("must be no more than 15 characters")
+    if not _IANA_ALNUM.match(name):
+        errs.append("must contain only alphanumeric characters (a-z, 0-9), and hyphens (-)")
+    if not _IANA_LETTER.search(name):
+        errs.append("must contain at least one letter (a-z)")
+    if "--" in name:
+        errs.append("must not contain consecutive hyphens")
+    if name.startswith("-") or name.endswith("-"):
+        errs.append("must not begin or end with a hyphen")
+    return errs
+
+
+def _port_number(value: Any, path: str) -> list[FieldError]:
+    if isinstance(value, int) and not 1 <= value <= 65535:
+        return [invalid(path, value, PORT_RANGE)]
+    return []
+
+
+def _int_or_port_name(value: Any, path: str) -> list[FieldError]:
+    if isinstance(value, str):
+        return [invalid(path, value, m) for m in port_name(value)]
+    return _port_number(value if value is not None else 0, path)
+
+
+def _ports(ports: Any, path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    names: set[str] = set()
+    for i, p in enumerate(ports or []):
+        pp = f"{path}[{i}]"
+        name = p.get("name")
+        if name:
+            errs.extend(invalid(f"{pp}.name", name, m) for m in port_name(name))
+            if name in names:
+                errs.append(duplicate(f"{pp}.name", name))
+            names.add(name)
+        cp = p.get("containerPort")
+        if not cp:
+            errs.append(required(f"{pp}.containerPort"))
+        else:
+            errs.extend(_port_number(cp, f"{pp}.containerPort"))
+        if p.get("hostPort"):
+            errs.extend(_port_number(p["hostPort"], f"{pp}.hostPort"))
+        proto = p.get("protocol")
+        if not proto:
+            errs.append(required(f"{pp}.protocol"))
+        elif proto not in PROTOCOLS:
+            errs.append(unsupported(f"{pp}.protocol", proto, PROTOCOLS))
+    return errs
+
+
+def _resources(res: Any, path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    if not isinstance(res, dict):
+        return errs
+    parsed: dict[str, dict[str, Any]] = {}
+    for part in ("limits", "requests"):
+        parsed[part] = {}
+        for name, val in (res.get(part) or {}).items():
+            p = f"{path}.{part}[{name}]"
+            errs.extend(invalid(p, name, m) for m in qualified_name(name))
+            try:
+                q = quantity.parse_value(val)
+            except quantity.QuantityError as e:
+                errs.append(invalid(p, val, str(e)))
+                continue
+            if q < 0:
+                errs.append(invalid(p, str(val), "must be greater than or equal to 0"))
+            parsed[part][name] = (q, val)
+    for name, (q, val) in parsed["requests"].items():
+        lim = parsed["limits"].get(name)
+        if lim is not None and q > lim[0]:
+            errs.append(invalid(f"{path}.requests[{name}]", quantity.canonical(val),
+                                f"must be less than or equal to {name} limit of {quantity.canonical(lim[1])}"))
+    return errs
+
+
+def _probe(probe: Any, path: str, *, liveness: bool = False) -> list[FieldError]:
+    errs: list[FieldError] = []
+    if not isinstance(probe, dict):
+        return errs
+    handlers = [h for h in ("exec", "httpGet", "tcpSocket", "grpc") if probe.get(h) is not None]
+    if not handlers:
+        errs.append(required(path, "must specify a handler type"))
+    elif len(handlers) > 1:
+        errs.append(forbidden(f"{path}.{handlers[1]}", "may not specify more than 1 handler type"))
+    for f in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"):
+        errs.extend(nonnegative(probe.get(f), f"{path}.{f}"))
+    if liveness and probe.get("successThreshold", 1) != 1:
+        errs.append(invalid(f"{path}.successThreshold", probe["successThreshold"], "must be 1"))
+    for h in ("httpGet", "tcpSocket"):
+        if isinstance(probe.get(h), dict):
+            errs.extend(_int_or_port_name(probe[h].get("port"), f"{path}.{h}.port"))
+    return errs
+
+
+def _env(env: Any, path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    for i, e in enumerate(env or []):
+        p = f"{path}[{i}]"
+        name = e.get("name") or ""
+        if not name:
+            errs.append(required(f"{p}.name"))
+        elif "=" in name or not name.isprintable():
+            errs.append(invalid(f"{p}.name", name, "a valid environment variable name must consist only of "
+                                "printable ASCII characters other than '='"))
+        vf = e.get("valueFrom")
+        if isinstance(vf, dict):
+            n = sum(1 for k in ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef") if vf.get(k))
+            if n == 0:
+                errs.append(invalid(f"{p}.valueFrom", "", "must specify one of: `fieldRef`, `resourceFieldRef`, "
+                                    "`configMapKeyRef` or `secretKeyRef`"))
+            elif n > 1:
+                errs.append(invalid(f"{p}.valueFrom", "", "may not have more than one field specified at a time"))
+            if e.get("value"):
+                errs.append(invalid(f"{p}.valueFrom", "", "may not be specified when `value` is not empty"))
+    return errs
+
+
+def _container(c: Obj, path: str, volumes: set[str], *, host_network: bool,
+               regular: bool) -> list[FieldError]:
+    errs: list[FieldError] = []
+    name = c.get("name") or ""
+    if not name:
+        errs.append(required(f"{path}.name"))
+    else:
+        errs.extend(invalid(f"{path}.name", name, m) for m in dns1123_label(name))
+    if not c.get("image"):
+        errs.append(required(f"{path}.image"))
+    pol = c.get("imagePullPolicy")
+    if not pol:
+        errs.append(required(f"{path}.imagePullPolicy"))
+    elif pol not in PULL_POLICIES:
+        errs.append(unsupported(f"{path}.imagePullPolicy", pol, PULL_POLICIES))
+    tmp = c.get("terminationMessagePolicy")
+    if not tmp:
+        errs.append(required(f"{path}.terminationMessagePolicy"))
+    elif tmp not in ("File", "FallbackToLogsOnError"):
+        errs.append(unsupported(f"{path}.terminationMessagePolicy", tmp, ["File", "FallbackToLogsOnError"]))
+    errs.extend(_ports(c.get("ports"), f"{path}.ports"))
+    if host_network:
+        for i, p in enumerate(c.get("ports") or []):
+            hp = p.get("hostPort")
+            if hp and hp != p.get("containerPort"):
+                errs.append(invalid(f"{path}.ports[{i}].hostPort", hp,
+                                    "must match `containerPort` when `hostNetwork` is true"))
+    errs.extend(_env(c.get("env"), f"{path}.env"))
+    errs.extend(_resources(c.get("resources"), f"{path}.resources"))
+    mounts: set[str] = set()
+    for i, m in enumerate(c.get("volumeMounts") or []):
+        p = f"{path}.volumeMounts[{i}]"
+        mname = m.get("name") or ""
+        if not mname:
+            errs.append(required(f"{p}.name"))
+        elif mname not in volumes:
+            errs.append(not_found(f"{p}.name", mname))
+        mp = m.get("mountPath") or ""
+        if not mp:
+            errs.append(required(f"{p}.mountPath"))
+        elif mp in mounts:
+            errs.append(invalid(f"{p}.mountPath", mp, "must be unique"))
+        mounts.add(mp)
+    if regular:
+        errs.extend(_probe(c.get("livenessProbe"), f"{path}.livenessProbe", liveness=True))
+        errs.extend(_probe(c.get("readinessProbe"), f"{path}.readinessProbe"))
+        errs.extend(_probe(c.get("startupProbe"), f"{path}.startupProbe", liveness=True))
+    return errs
+
+
+def _volumes(vols: Any, path: str) -> tuple[list[FieldError], set[str]]:
+    errs: list[FieldError] = []
+    names: set[str] = set()
+    for i, v in enumerate(vols or []):
+        p = f"{path}[{i}]"
+        name = v.get("name") or ""
+        if not name:
+            errs.append(required(f"{p}.name"))
+        else:
+            errs.extend(invalid(f"{p}.name", name, m) for m in dns1123_label(name))
+            if name in names:
+                errs.append(duplicate(f"{p}.name", name))
+        names.add(name)
+        sources = [s for s in VOLUME_SOURCES if v.get(s) is not None]
+        if not sources:
+            errs.append(required(p, "must specify a volume type"))
+        elif len(sources) > 1:
+            errs.append(forbidden(f"{p}.{sources[1]}", "may not specify more than 1 volume type"))
+        hp = v.get("hostPath")
+        if isinstance(hp, dict):
+            if not hp.get("path"):
+                errs.append(required(f"{p}.hostPath.path"))
+            if hp.get("type") not in HOST_PATH_TYPES and hp.get("type") is not None:
+                errs.append(unsupported(f"{p}.hostPath.type", hp["type"], HOST_PATH_TYPES))
+        for key in ("secret", "configMap", "downwardAPI", "projected"):
+            src = v.get(key)
+            if isinstance(src, dict):
+                mode = src.get("defaultMode")
+                if isinstance(mode, int) and not 0 <= mode <= 0o777:
+                    errs.append(invalid(f"{p}.{key}.defaultMode", mode,
+                                        "must be a number between 0 and 0777 (octal), both inclusive"))
+        pvc = v.get("persistentVolumeClaim")
+        if isinstance(pvc, dict) and not pvc.get("claimName"):
+            errs.append(required(f"{p}.persistentVolumeClaim.claimName"))
+        ed = v.get("emptyDir")
+        if isinstance(ed, dict) and ed.get("sizeLimit") is not None and not quantity.is_valid(ed["sizeLimit"]):
+            errs.append(invalid(f"{p}.emptyDir.sizeLimit", ed["sizeLimit"], quantity.FORMAT_ERROR))
+    return errs, names
+
+
+def validate_tolerations(tols: Any, path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    for i, t in enumerate(tols or []):
+        p = f"{path}[{i}]"
+        key = t.get("key") or ""
+        op = t.get("operator") or "Equal"
+        if key:
+            errs.extend(invalid(f"{p}.key", key, m) for m in qualified_name(key))
+        elif op != "Exists":
+            errs.append(invalid(f"{p}.operator", op, "operator must be Exists when `key` is empty, which means "
+                                '"match all values and all keys"'))
+        if t.get("tolerationSeconds") is not None and t.get("effect") != "NoExecute":
+            errs.append(invalid(f"{p}.effect", t.get("effect") or "",
+                                "effect must be 'NoExecute' when `tolerationSeconds` is set"))
+        if op == "Equal":
+            errs.extend(invalid(f"{p}.value", t.get("value") or "", m) for m in label_value(t.get("value") or ""))
+        elif op == "Exists":
+            if t.get("value"):
+                errs.append(invalid(f"{p}.operator", t,
+                                    "value must be empty when `operator` is 'Exists'"))
+        else:
+            errs.append(unsupported(f"{p}.operator", op, ["Equal", "Exists"]))
+        eff = t.get("effect")
+        if eff and eff not in TAINT_EFFECTS:
+            errs.append(unsupported(f"{p}.effect", eff, TAINT_EFFECTS))
+    return errs
+
+
+def _node_selector_requirement(req: Obj, path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    op = req.get("operator")
+    values = req.get("values") or []
+    if op in ("In", "NotIn"):
+        if not values:
+            errs.append(required(f"{path}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
+    elif op in ("Exists", "DoesNotExist"):
+        if values:
+            errs.append(forbidden(f"{path}.values", "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+    elif op in ("Gt", "Lt"):
+        if len(values) != 1:
+            errs.append(required(f"{path}.values", "must be specified single value when `operator` is 'Lt' or 'Gt'"))
+    else:
+        errs.append(invalid(f"{path}.operator", op, "not a valid selector operator"))
+    errs.extend(invalid(f"{path}.key", req.get("key", ""), m) for m in qualified_name(req.get("key") or ""))
+    return errs
+
+
+def _node_selector_term(term: Obj, path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    for j, req in enumerate(term.get("matchExpressions") or []):
+        errs.extend(_node_selector_requirement(req, f"{path}.matchExpressions[{j}]"))
+    for j, req in enumerate(term.get("matchFields") or []):
+        p = f"{path}.matchFields[{j}]"
+        if req.get("operator") not in ("In", "NotIn"):
+            errs.append(invalid(f"{p}.operator", req.get("operator"), "not a valid selector operator"))
+        elif len(req.get("values") or []) != 1:
+            errs.append(required(f"{p}.values", "must be only one value when `operator` is 'In' or 'NotIn' "
+                                 "for node field selector"))
+        if req.get("key") != "metadata.name":
+            errs.append(invalid(f"{p}.key", req.get("key") or "", "not a valid field selector key"))
+    return errs
+
+
+def validate_affinity(aff: Any, path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    if not isinstance(aff, dict):
+        return errs
+    na = aff.get("nodeAffinity")
+    if isinstance(na, dict):
+        req = na.get("requiredDuringSchedulingIgnoredDuringExecution")
+        rp = f"{path}.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        if isinstance(req, dict):
+            terms = req.get("nodeSelectorTerms") or []
+            if not terms:
+                errs.append(required(f"{rp}.nodeSelectorTerms", "must have at least one node selector term"))
+            for i, t in enumerate(terms):
+                errs.extend(_node_selector_term(t or {}, f"{rp}.nodeSelectorTerms[{i}]"))
+        pp = f"{path}.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution"
+        for i, pref in enumerate(na.get("preferredDuringSchedulingIgnoredDuringExecution") or []):
+            w = pref.get("weight", 0)
+            if not 1 <= w <= 100:
+                errs.append(invalid(f"{pp}[{i}].weight", w, "must be in the range 1-100"))
+            errs.extend(_node_selector_term(pref.get("preference") or {}, f"{pp}[{i}].preference"))
+    for kind in ("podAffinity", "podAntiAffinity"):
+        pa = aff.get(kind)
+        if not isinstance(pa, dict):
+            continue
+        for i, term in enumerate(pa.get("requiredDuringSchedulingIgnoredDuringExecution") or []):
+            p = f"{path}.{kind}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
+            if not term.get("topologyKey"):
+                errs.append(required(f"{p}.topologyKey", "can not be empty"))
+        for i, pref in enumerate(pa.get("preferredDuringSchedulingIgnoredDuringExecution") or []):
+            p = f"{path}.{kind}.preferredDuringSchedulingIgnoredDuringExecution[{i}]"
+            w = pref.get("weight", 0)
+            if not 1 <= w <= 100:
+                errs.append(invalid(f"{p}.weight", w, "must be in the range 1-100"))
+            if not (pref.get("podAffinityTerm") or {}).get("topologyKey"):
+                errs.append(required(f"{p}.podAffinityTerm.topologyKey", "can not be empty"))
+    return errs
+
+
+def validate_pod_spec(spec: Any, path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    if not isinstance(spec, dict):
+        return [required(path)]
+    verrs, volumes = _volumes(spec.get("volumes"), f"{path}.volumes")
+    errs.extend(verrs)
+    host_network = bool(spec.get("hostNetwork"))
+    names: set[str] = set()
+    containers = spec.get("containers") or []
+    if not containers:
+        errs.append(required(f"{path}.containers"))
+    for key, regular in (("initContainers", True), ("containers", True), ("ephemeralContainers", False)):
+        for i, c in enumerate(spec.get(key) or []):
+            p = f"{path}.{key}[{i}]"
+            errs.extend(_container(c, p, volumes, host_network=host_network, regular=regular))
+            n = c.get("name")
+            if n:
+                if n in names:
+                    errs.append(duplicate(f"{p}.name", n))
+                names.add(n)
+    rp = spec.get("restartPolicy")
+    if not rp:
+        errs.append(required(f"{path}.restartPolicy"))
+    elif rp not in RESTART_POLICIES:
+        errs.append(unsupported(f"{path}.restartPolicy", rp, RESTART_POLICIES))
+    dp = spec.get("dnsPolicy")
+    if not dp:
+        errs.append(required(f"{path}.dnsPolicy"))
+    elif dp not in DNS_POLICIES:
+        errs.append(unsupported(f"{path}.dnsPolicy", dp, DNS_POLICIES))
+    elif dp == "None" and not spec.get("dnsConfig"):
+        errs.append(required(f"{path}.dnsConfig", "must provide `dnsConfig` when `dnsPolicy` is None"))
+    ads = spec.get("activeDeadlineSeconds")
+    if ads is not None and not 1 <= ads <= 2147483647:
+        errs.append(invalid(f"{path}.activeDeadlineSeconds", ads, "must be between 1 and 2147483647, inclusive"))
+    errs.extend(nonnegative(spec.get("terminationGracePeriodSeconds"), f"{path}.terminationGracePeriodSeconds"))
+    errs.extend(validate_labels(spec.get("nodeSelector"), f"{path}.nodeSelector"))
+    errs.extend(validate_tolerations(spec.get("tolerations"), f"{path}.tolerations"))
+    errs.extend(validate_affinity(spec.get("affinity"), f"{path}.affinity"))
+    for key in ("serviceAccountName", "nodeName", "priorityClassName"):
+        v = spec.get(key)
+        if v:
+            errs.extend(invalid(f"{path}.{key}", v, m) for m in dns1123_subdomain(v))
+    for key in ("hostname", "subdomain"):
+        v = spec.get(key)
+        if v:
+            errs.extend(invalid(f"{path}.{key}", v, m) for m in dns1123_label(v))
+    for i, s in enumerate(spec.get("imagePullSecrets") or []):
+        if not s.get("name"):
+            errs.append(required(f"{path}.imagePullSecrets[{i}].name"))
+    return errs
+
+
+def validate_pod_template_spec(tmpl: Any, path: str) -> list[FieldError]:
+    if not isinstance(tmpl, dict):
+        return [required(path)]
+    meta = tmpl.get("metadata") or {}
+    errs = validate_labels(meta.get("labels"), f"{path}.metadata.labels")
+    errs.extend(validate_annotations(meta.get("annotations"), f"{path}.metadata.annotations"))
+    errs.extend(validate_pod_spec(tmpl.get("spec"), f"{path}.spec"))
+    return errs
+
+
+def pod_qos_class(pod: Obj) -> str:
+    """BestEffort / Burstable / Guaranteed as upstream's GetPodQOS (cpu and memory only)."""
+    spec = pod.get("spec") or {}
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    guaranteed = True
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        res = c.get("resources") or {}
+        creq, clim = res.get("requests") or {}, res.get("limits") or {}
+        seen = set()
+        for name in ("cpu", "memory"):
+            if name in creq and _positive(creq[name]):
+                requests[name] = requests.get(name, 0) + quantity.parse_value(creq[name])
+            if name in clim and _positive(clim[name]):
+                limits[name] = limits.get(name, 0) + quantity.parse_value(clim[name])
+                seen.add(name)
+        if seen != {"cpu", "memory"}:
+            guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed:
+        for name, req in requests.items():
+            if limits.get(name) != req:
+                guaranteed = False
+                break
+    if guaranteed and len(limits) == len(requests):
+        return "Guaranteed"
+    return "Burstable"
+
+
+def _positive(v: Any) -> bool:
+    try:
+        return quantity.parse_value(v) > 0
+    except quantity.QuantityError:
+        return False
