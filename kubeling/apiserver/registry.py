@@ -280,9 +280,19 @@ class Registry:
                 meta.pop(owned, None)
         meta["name"] = old_meta["name"]
         meta.pop("selfLink", None)
-        self.defaults.apply_defaults(resource, new)
-        strategy = self.strategies.strategy_for(resource, subresource)
-        strategy.prepare_for_update(new, old)
+        if subresource == "finalize":
+            # only spec.finalizers may change through namespaces/finalize
+            finalizers = (new.get("spec") or {}).get("finalizers") or []
+            new = deep_copy(old)
+            new.setdefault("spec", {})["finalizers"] = finalizers
+            meta = new["metadata"]
+            strategy = self.strategies.strategy_for(resource, "status")
+            strategy.prepare_for_update(new, old)
+            new["spec"]["finalizers"] = finalizers
+        else:
+            self.defaults.apply_defaults(resource, new)
+            strategy = self.strategies.strategy_for(resource, subresource)
+            strategy.prepare_for_update(new, old)
         if subresource is None:
             await self.admission.admit_update(resource, new, old, user=user)
         errs = strategy.validate_update(new, old)
@@ -295,12 +305,12 @@ class Registry:
         if _same(new, old):
             return old  # no-op updates do not bump the resourceVersion, as upstream
         # a deletion whose last finalizer was just removed completes now
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not (meta.get(
+                "deletionGracePeriodSeconds") or 0) > 0 and not _namespace_finalizers(resource, new):
             try:
                 deleted = await self.store.delete(key, expected_revision=int(old_meta["resourceVersion"]))
             except st.Conflict as exc:
-                raise errors.conflict(resource.group, resource.plural, old_meta["name"],
-                                      errors.OBJECT_MODIFIED) from exc
+                raise _StorageConflict(resource.group, resource.plural, old_meta["name"]) from exc
             except st.NotFound as exc:
                 raise errors.not_found_error(resource.group, resource.plural, old_meta["name"]) from exc
             await self._after_write("delete", resource, deleted)
@@ -308,8 +318,7 @@ class Registry:
         try:
             updated = await self.store.update(key, new, expected_revision=int(old_meta["resourceVersion"]))
         except st.Conflict as exc:
-            raise errors.conflict(resource.group, resource.plural, old_meta["name"],
-                                  errors.OBJECT_MODIFIED) from exc
+            raise _StorageConflict(resource.group, resource.plural, old_meta["name"]) from exc
         except st.NotFound as exc:
             raise errors.not_found_error(resource.group, resource.plural, old_meta["name"]) from exc
         await self._after_write("update", resource, updated)
@@ -330,7 +339,9 @@ class Registry:
             if not isinstance(new, dict):
                 raise errors.bad_request("the patched object is not a JSON object")
             new_rv = (new.get("metadata") or {}).get("resourceVersion")
-            if precondition_rv is not None or (new_rv and new_rv != old["metadata"]["resourceVersion"]):
+            # a mutation that sets a different resourceVersion (a patch naming one) is a precondition
+            pinned = precondition_rv is not None or bool(new_rv and new_rv != old["metadata"]["resourceVersion"])
+            if pinned:
                 # a patch that names a resourceVersion is a precondition, as upstream
                 wanted = precondition_rv or new_rv
                 if wanted != old["metadata"]["resourceVersion"]:
@@ -340,9 +351,9 @@ class Registry:
             try:
                 return await self._write_update(resource, key, old, new, subresource=subresource,
                                                 dry_run=dry_run, user=user), warnings
-            except errors.StatusError as exc:
-                if exc.code == 409 and exc.reason == "Conflict" and not new_rv:
-                    continue
+            except _StorageConflict:
+                if not pinned:
+                    continue  # someone wrote in between: re-read and re-apply the mutation
                 raise
         raise errors.conflict(resource.group, resource.plural, name, errors.OBJECT_MODIFIED)
 
@@ -371,12 +382,13 @@ class Registry:
             new = deep_copy(obj)
             changed = self._prepare_deletion(resource, strategy, new, opts)
             nmeta = new["metadata"]
-            graceful = nmeta.get("deletionGracePeriodSeconds", 0) > 0 if "deletionGracePeriodSeconds" in nmeta else False
+            pending = bool(nmeta.get("finalizers")) or (nmeta.get("deletionGracePeriodSeconds") or 0) > 0 \
+                or _namespace_finalizers(resource, new)
             if opts.dry_run:
-                return new, not (nmeta.get("finalizers") or graceful)
+                return new, not pending
             rv = int(meta["resourceVersion"])
             try:
-                if nmeta.get("finalizers") or graceful:
+                if pending:
                     if not changed:
                         return obj, False
                     updated = await self.store.update(key, new, expected_revision=rv)
@@ -415,6 +427,8 @@ class Registry:
         grace_fn = getattr(strategy, "deletion_grace_period", None)
         if grace_fn is not None:
             grace = grace_fn(obj, opts.grace_period_seconds)
+        elif resource.group == "" and resource.plural == "pods":
+            grace = pod_deletion_grace_period(obj, opts.grace_period_seconds)
         if grace > 0:
             current = meta.get("deletionGracePeriodSeconds")
             if current is None or grace < current:
@@ -426,10 +440,13 @@ class Registry:
             if meta.get("deletionGracePeriodSeconds"):
                 meta["deletionGracePeriodSeconds"] = 0
                 changed = True
-            if not meta.get("deletionTimestamp") and finalizers:
+            if not meta.get("deletionTimestamp") and (finalizers or _namespace_finalizers(resource, obj)):
                 meta["deletionTimestamp"] = now_rfc3339()
                 meta["deletionGracePeriodSeconds"] = 0
                 changed = True
+        if _namespace_finalizers(resource, obj) and obj.get("status", {}).get("phase") != "Terminating":
+            obj.setdefault("status", {})["phase"] = "Terminating"
+            changed = True
         return changed
 
     # ---- watch ------------------------------------------------------------------------------
@@ -486,6 +503,31 @@ class Registry:
                 await hook(verb, resource, obj)
             except Exception:  # noqa: BLE001 - a hook must not fail the acknowledged write
                 log.exception("after-write hook failed")
+
+
+class _StorageConflict(errors.StatusError):
+    """The 409 of a lost compare-and-swap: guaranteed_update retries it, clients see a Conflict."""
+
+    def __init__(self, group: str, plural: str, name: str) -> None:
+        err = errors.conflict(group, plural, name, errors.OBJECT_MODIFIED)
+        super().__init__(err.code, err.reason, err.message, details=err.details)
+
+
+def pod_deletion_grace_period(pod: Obj, requested: int | None) -> int:
+    """Upstream's pod CheckGracefulDelete: unscheduled or finished pods go at once."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    if not spec.get("nodeName") or status.get("phase") in ("Failed", "Succeeded"):
+        return 0
+    if requested is not None:
+        return max(0, requested)
+    grace = spec.get("terminationGracePeriodSeconds")
+    return 30 if grace is None else max(0, int(grace))
+
+
+def _namespace_finalizers(resource: Resource, obj: Obj) -> bool:
+    """Namespaces wait for spec.finalizers (the namespace controller's) as well as metadata.finalizers."""
+    return resource.group == "" and resource.plural == "namespaces" and bool(
+        (obj.get("spec") or {}).get("finalizers"))
 
 
 def _same(a: Obj, b: Obj) -> bool:
