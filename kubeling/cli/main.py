@@ -66,6 +66,20 @@ def _run(coro_factory) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(main())
 
 
+def _globs(text: str) -> tuple[str, ...]:
+    return tuple(g.strip() for g in text.split(",") if g.strip())
+
+
+def component_options(*, stop_after: float, pull_delay: float = 0.0, fail_images: str = "",
+                      crash_images: str = "", grace: float | None = None) -> dict[str, dict[str, object]]:
+    return {
+        "nodes": {"stop_after": stop_after, "pull_delay": pull_delay, "fail_images": _globs(fail_images),
+                  "crash_images": _globs(crash_images),
+                  "lease_duration": int(grace) if grace else None},
+        "nodelifecycle": {"grace_period": grace},
+    }
+
+
 @click.group()
 @click.version_option(package_name="kubeling")
 def main() -> None:
@@ -82,9 +96,16 @@ def main() -> None:
               help="sqlite:// (embedded, default) or etcd://HOST:PORT[,HOST:PORT...]")
 @click.option("--stop-after", type=Duration(), default="1s", show_default=True,
               help="How long a simulated container takes to stop after deletion.")
+@click.option("--pull-delay", type=Duration(), default="0s", show_default=True,
+              help="How long a simulated image pull takes.")
+@click.option("--fail-images", default="", help="Comma-separated image globs whose pulls fail on every node.")
+@click.option("--crash-images", default="", help="Comma-separated image globs whose containers crash.")
+@click.option("--node-monitor-grace-period", type=Duration(), default=None,
+              help="How long a node may miss heartbeats before it is marked Unknown (default 40s).")
 @click.option("--bind-address", default="127.0.0.1", show_default=True)
 @click.option("-v", "--verbose", count=True)
-def up(data_dir: Path, port: int, nodes: int, store_url: str, stop_after: float, bind_address: str,
+def up(data_dir: Path, port: int, nodes: int, store_url: str, stop_after: float, pull_delay: float,
+       fail_images: str, crash_images: str, node_monitor_grace_period: float | None, bind_address: str,
        verbose: int) -> None:
     """Run the API server, controllers, scheduler and node fleet in the foreground."""
     _setup_logging(verbose)
@@ -97,8 +118,9 @@ def up(data_dir: Path, port: int, nodes: int, store_url: str, stop_after: float,
         click.echo(f"kubeling is up: API server https://{bind_address}:{port} (Kubernetes v1.32)")
         click.echo(f"  export KUBECONFIG={kubeconfig}")
         click.echo("  kubectl get nodes")
-        components = await runtime.start_components(kubeconfig, nodes=nodes, stop_after=stop_after,
-                                                    all_in_one=True)
+        options = component_options(stop_after=stop_after, pull_delay=pull_delay, fail_images=fail_images,
+                                    crash_images=crash_images, grace=node_monitor_grace_period)
+        components = await runtime.start_components(kubeconfig, nodes=nodes, options=options)
         try:
             await stop.wait()
         finally:
@@ -139,8 +161,8 @@ def _component_command(name: str, which: list[str], help_text: str) -> None:
         _setup_logging(verbose)
 
         async def go(stop: asyncio.Event) -> None:
-            comps = await runtime.start_components(Path(kubeconfig), nodes=None, stop_after=stop_after,
-                                                   only=which)
+            comps = await runtime.start_components(Path(kubeconfig), nodes=None, only=which,
+                                                   options=component_options(stop_after=stop_after))
             try:
                 await stop.wait()
             finally:

@@ -83,8 +83,9 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-async def start_components(kubeconfig: Path, *, nodes: int | None, stop_after: float = 1.0,
-                           only: list[str] | None = None, all_in_one: bool = False) -> Running:
+async def start_components(kubeconfig: Path, *, nodes: int | None, options: dict[str, dict[str, Any]] | None = None,
+                           only: list[str] | None = None) -> Running:
+    """Build the components (each with its own options), create the initial nodes, start them all."""
     from kubeling.client.config import ClientConfig
     from kubeling.client.informer import InformerFactory
     from kubeling.client.rest import Client
@@ -101,21 +102,19 @@ async def start_components(kubeconfig: Path, *, nodes: int | None, stop_after: f
         except (ImportError, AttributeError) as exc:
             log.info("component %s not available: %s", name, exc)
             continue
-        kwargs: dict[str, Any] = {}
-        if name == "nodes":
-            kwargs["stop_after"] = stop_after
-        try:
-            instances.append((name, cls(client, factory, **kwargs)))
-        except TypeError:
-            instances.append((name, cls(client, factory)))
+        kwargs = {k: v for k, v in (options or {}).get(name, {}).items() if v is not None}
+        instances.append((name, cls(client, factory, **kwargs)))
     if nodes is not None and any(n == "nodes" for n, _ in instances):
         from kubeling.nodes import create_initial_nodes
 
         await create_initial_nodes(client, nodes)
-    await factory.start()
+    factory.start()
     for name, inst in instances:
         task = asyncio.create_task(_supervise(name, inst), name=f"component-{name}")
         running.tasks.append(task)
+    # components that ask for informers lazily, in run(), get them started too
+    await asyncio.sleep(0)
+    factory.start()
     return running
 
 
