@@ -1,0 +1,575 @@
+"""The DaemonSet controller's moving parts: informers, event-to-key handlers, the work queue, and
+the writes (pods, ControllerRevisions, status).
+
+A sync reads only from listers: the DaemonSet, its claimed pods (adopting matching orphans and
+releasing pods that stopped matching), the nodes and its revisions. It builds the history (current
+revision and hash), then, once earlier writes are observed (expectations), runs ``plan`` and, for
+RollingUpdate, ``rolling_update``; the resulting creates go out in slow-start batches. The status
+is recomputed and written after every sync, even a failed one, but only when it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from kubeling.api.scheduling import label_selector_is_empty, label_selector_matches
+from kubeling.client.events import EventRecorder
+from kubeling.client.informer import copy as deep_copy
+from kubeling.client.informer import object_key, split_key
+from kubeling.client.rest import ApiError, Client
+from kubeling.client.workqueue import ShutDown, WorkQueue
+from kubeling.controllers import history
+from kubeling.controllers.daemonset.placement import node_should_run_daemon_pod, placement_fields
+from kubeling.controllers.daemonset.plan import Actions, FailedPodBackoff, plan, pods_by_node
+from kubeling.controllers.daemonset.pods import (
+    daemon_pod_template,
+    is_deleting,
+    is_pod_ready,
+    new_daemon_pod,
+    template_generation,
+)
+from kubeling.controllers.daemonset.rolling import rolling_update
+from kubeling.controllers.daemonset.status import compute_counts, next_status
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "daemonset-controller"
+DS_RESOURCE = "daemonsets.apps"
+BURST_REPLICAS = 250          # upstream's burstReplicas: most creates or deletes per sync
+SLOW_START_INITIAL_BATCH = 1
+EXPECTATIONS_TTL = 300.0
+CONTROLLER_UID_INDEX = "daemonset-controller-uid"
+ORPHAN_INDEX = "orphan-namespace"
+
+
+def _controller_ref(obj: dict[str, Any]) -> dict[str, Any] | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def _controller_uid(obj: dict[str, Any]) -> list[str]:
+    ref = _controller_ref(obj)
+    return [ref["uid"]] if ref and ref.get("uid") else []
+
+
+def _orphan_namespace(obj: dict[str, Any]) -> list[str]:
+    return [] if _controller_ref(obj) else [(obj.get("metadata") or {}).get("namespace") or ""]
+
+
+class Expectations:
+    """ControllerExpectations: creates and deletes a sync still waits to see in its informers."""
+
+    def __init__(self, ttl: float = EXPECTATIONS_TTL) -> None:
+        self.ttl = ttl
+        self._exp: dict[str, list[float]] = {}  # key -> [adds, dels, timestamp]
+
+    def set(self, key: str, adds: int, dels: int) -> None:
+        self._exp[key] = [adds, dels, time.monotonic()]
+
+    def lower(self, key: str, adds: int, dels: int) -> None:
+        e = self._exp.get(key)
+        if e is not None:
+            e[0] -= adds
+            e[1] -= dels
+
+    def creation_observed(self, key: str) -> None:
+        self.lower(key, 1, 0)
+
+    def deletion_observed(self, key: str) -> None:
+        self.lower(key, 0, 1)
+
+    def satisfied(self, key: str) -> bool:
+        e = self._exp.get(key)
+        if e is None:
+            return True
+        return (e[0] <= 0 and e[1] <= 0) or time.monotonic() - e[2] > self.ttl
+
+    def delete(self, key: str) -> None:
+        self._exp.pop(key, None)
+
+
+class _SyncState:
+    """Per-sync memo: pods adopted so far and the fresh DaemonSet used to vet adoption."""
+
+    def __init__(self) -> None:
+        self.adopted: dict[str, dict[str, Any]] = {}
+        self.released: set[str] = set()
+        self.fresh_checked: bool | None = None
+
+
+class DaemonSetController:
+    """Keeps one daemon pod on every eligible node for each DaemonSet; see the module docstring."""
+
+    def __init__(self, client: Client, factory: Any, *, workers: int = 2) -> None:
+        self.client = client
+        self.factory = factory
+        self.workers = workers
+        self.ds_informer = factory.informer(DS_RESOURCE)
+        self.pod_informer = factory.informer("pods", indexers={CONTROLLER_UID_INDEX: _controller_uid,
+                                                                ORPHAN_INDEX: _orphan_namespace})
+        self.node_informer = factory.informer("nodes")
+        self.rev_informer = factory.informer(history.RESOURCE, indexers={CONTROLLER_UID_INDEX: _controller_uid,
+                                                                         ORPHAN_INDEX: _orphan_namespace})
+        self.queue = WorkQueue("daemonset")
+        self.recorder = EventRecorder(client, COMPONENT)
+        self.expectations = Expectations()
+        self.backoff = FailedPodBackoff()
+        self._handlers_added = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not self._handlers_added:
+            self.ds_informer.add_handler(self._on_ds)
+            self.pod_informer.add_handler(self._on_pod)
+            self.node_informer.add_handler(self._on_node)
+            self.rev_informer.add_handler(self._on_revision)
+            self._handlers_added = True
+        self.factory.start()
+        await asyncio.gather(*(inf.wait_synced() for inf in
+                               (self.ds_informer, self.pod_informer, self.node_informer, self.rev_informer)))
+        tasks = [asyncio.create_task(self._worker(), name=f"daemonset-worker-{i}") for i in range(self.workers)]
+        tasks.append(asyncio.create_task(self._backoff_gc(), name="daemonset-backoff-gc"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self.queue.shutdown()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    async def _backoff_gc(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            self.backoff.gc(time.time())
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except ShutDown:
+                return
+            try:
+                await self.sync(str(key))
+                self.queue.forget(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                level = logging.INFO if isinstance(exc, ApiError) and exc.code == 409 else logging.WARNING
+                log.log(level, "error syncing daemon set %s: %s", key, exc, exc_info=not isinstance(exc, ApiError))
+                self.queue.add_rate_limited(key)
+            finally:
+                self.queue.done(key)
+
+    # -- event handlers: everything becomes DaemonSet keys --------------------------------------
+
+    def _enqueue(self, ds: dict[str, Any], after: float | None = None) -> None:
+        key = object_key(ds)
+        if after:
+            self.queue.add_after(key, after)
+        else:
+            self.queue.add(key)
+
+    def _resolve(self, namespace: str | None, ref: dict[str, Any] | None) -> dict[str, Any] | None:
+        if not ref or ref.get("kind") != "DaemonSet":
+            return None
+        ds = self.ds_informer.get(ref.get("name", ""), namespace)
+        if ds is None or ds["metadata"].get("uid") != ref.get("uid"):
+            return None
+        return ds
+
+    def _selecting(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        """DaemonSets in the object's namespace whose selector matches its labels."""
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if not labels:
+            return []
+        result = []
+        for ds in self.ds_informer.list(meta.get("namespace")):
+            selector = (ds.get("spec") or {}).get("selector")
+            if not label_selector_is_empty(selector) and label_selector_matches(selector, labels):
+                result.append(ds)
+        return result
+
+    def _on_ds(self, etype: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if etype == "DELETED":
+            self.expectations.delete(object_key(obj))
+        self._enqueue(obj)
+
+    def _on_pod(self, etype: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
+        ns = pod["metadata"].get("namespace")
+        ref = _controller_ref(pod)
+        if etype == "ADDED":
+            ds = self._resolve(ns, ref)
+            if ds is not None:
+                key = object_key(ds)
+                if is_deleting(pod):
+                    self.expectations.deletion_observed(key)
+                else:
+                    self.expectations.creation_observed(key)
+                self._enqueue(ds)
+            elif ref is None:
+                for ds in self._selecting(pod):
+                    self._enqueue(ds)
+            return
+        if etype == "DELETED":
+            ds = self._resolve(ns, ref)
+            if ds is not None:
+                if old is None or not is_deleting(old):
+                    self.expectations.deletion_observed(object_key(ds))
+                self._enqueue(ds)
+            return
+        if old is not None and old["metadata"].get("resourceVersion") == pod["metadata"].get("resourceVersion"):
+            return
+        old_ref = _controller_ref(old) if old else None
+        if old_ref and (ref is None or old_ref.get("uid") != ref.get("uid")):
+            old_ds = self._resolve(ns, old_ref)
+            if old_ds is not None:
+                self._enqueue(old_ds)
+        ds = self._resolve(ns, ref)
+        if ds is not None:
+            if is_deleting(pod) and (old is None or not is_deleting(old)):
+                self.expectations.deletion_observed(object_key(ds))
+            self._enqueue(ds)
+            min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
+            if min_ready and old is not None and is_pod_ready(old) != is_pod_ready(pod):
+                self._enqueue(ds, after=min_ready + 1)
+            return
+        if ref is None:
+            labels_changed = old is None or (old["metadata"].get("labels") != pod["metadata"].get("labels"))
+            if labels_changed or old_ref is not None:
+                for ds in self._selecting(pod):
+                    self._enqueue(ds)
+
+    def _on_node(self, etype: str, node: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if etype == "MODIFIED" and old is not None and placement_fields(old) == placement_fields(node):
+            return
+        for ds in self.ds_informer.list():
+            now = node_should_run_daemon_pod(node, ds)
+            if etype == "ADDED":
+                if now[0]:
+                    self._enqueue(ds)
+            elif etype == "DELETED" or old is None or node_should_run_daemon_pod(old, ds) != now:
+                self._enqueue(ds)
+
+    def _on_revision(self, etype: str, rev: dict[str, Any], old: dict[str, Any] | None) -> None:
+        ns = rev["metadata"].get("namespace")
+        ref = _controller_ref(rev)
+        ds = self._resolve(ns, ref)
+        if ds is not None:
+            self._enqueue(ds)
+        elif ref is None and etype != "DELETED":
+            for ds in self._selecting(rev):
+                self._enqueue(ds)
+
+    # -- sync ----------------------------------------------------------------------------------
+
+    async def sync(self, key: str) -> None:
+        namespace, name = split_key(key)
+        ds = self.ds_informer.get(name, namespace)
+        if ds is None:
+            self.expectations.delete(key)
+            return
+        selector = (ds.get("spec") or {}).get("selector")
+        if label_selector_is_empty(selector):
+            self.recorder.event(ds, "Warning", "SelectingAll",
+                                "This daemon set is selecting all pods. A non-empty selector is required.")
+            return
+        if ds["metadata"].get("deletionTimestamp"):
+            # The garbage collector removes pods and revisions; status would be meaningless.
+            return
+        nodes = self.node_informer.list()
+        state = _SyncState()
+        cur, old = await self._construct_history(ds, state)
+        hash_ = history.revision_hash(cur)
+        if not self.expectations.satisfied(key):
+            await self._update_status(ds, nodes, hash_, state, observe_generation=False)
+            return
+        error: BaseException | None = None
+        try:
+            await self._update_daemonset(ds, nodes, hash_, key, old, state)
+        except ApiError as exc:
+            error = exc
+        try:
+            await self._update_status(ds, nodes, hash_, state, observe_generation=True)
+        except ApiError as exc:
+            error = error or exc
+        if error is not None:
+            raise error
+
+    async def _update_daemonset(self, ds: dict[str, Any], nodes: list[dict[str, Any]], hash_: str, key: str,
+                                old: list[dict[str, Any]], state: _SyncState) -> None:
+        pods = await self._claim_pods(ds, state)
+        now = time.time()
+        actions = plan(ds, nodes, pods_by_node(pods, include_deleted_terminal=False), hash_=hash_,
+                       backoff=self.backoff, now=now)
+        for type_, reason, message in actions.events:
+            self.recorder.event(ds, type_, reason, message)
+        if actions.requeue_after is not None:
+            self._enqueue(ds, after=actions.requeue_after)
+        await self._sync_nodes(ds, actions, hash_)
+        if self.expectations.satisfied(key):
+            strategy = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("type", "RollingUpdate")
+            if strategy == "RollingUpdate":
+                pods = await self._claim_pods(ds, state)
+                step = rolling_update(ds, nodes, pods_by_node(pods, include_deleted_terminal=False),
+                                      hash_=hash_, now=time.time())
+                await self._sync_nodes(ds, step, hash_)
+        await self._cleanup_history(ds, old, state)
+
+    async def _sync_nodes(self, ds: dict[str, Any], actions: Actions, hash_: str) -> None:
+        """The only writer of pods: creates in slow-start batches, deletes in parallel."""
+        key = object_key(ds)
+        to_create = actions.create_on_nodes[:BURST_REPLICAS]
+        to_delete = list(dict.fromkeys(actions.delete_pods))[:BURST_REPLICAS]
+        self.expectations.set(key, len(to_create), len(to_delete))
+        if not to_create and not to_delete:
+            return
+        errors: list[BaseException] = []
+        generation = template_generation(ds)
+        if generation is None:
+            generation = (ds.get("metadata") or {}).get("generation")
+        template = daemon_pod_template(ds, generation=generation, hash_=hash_)
+        pos, batch = 0, min(len(to_create), SLOW_START_INITIAL_BATCH)
+        while pos < len(to_create):
+            results = await asyncio.gather(*(self._create_pod(ds, template, n) for n in to_create[pos:pos + batch]),
+                                           return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            for exc in failed:
+                self.expectations.creation_observed(key)
+                errors.append(exc)
+            pos += batch
+            skipped = len(to_create) - pos
+            if failed and skipped > 0:
+                # The rest waits for a later sync, so a failing create does not flood the API.
+                self.expectations.lower(key, skipped, 0)
+                break
+            batch = min(2 * batch, skipped)
+        results = await asyncio.gather(*(self._delete_pod(ds, name) for name in to_delete), return_exceptions=True)
+        for name, res in zip(to_delete, results, strict=True):
+            if isinstance(res, BaseException):
+                self.expectations.deletion_observed(key)
+                if not (isinstance(res, ApiError) and res.code == 404):
+                    errors.append(res)
+                    log.debug("deleting pod %s failed: %s", name, res)
+        if errors:
+            raise errors[0]
+
+    async def _create_pod(self, ds: dict[str, Any], template: dict[str, Any], node_name: str) -> None:
+        pod = new_daemon_pod(template, ds, node_name)
+        try:
+            created = await self.client.create("pods", pod, namespace=ds["metadata"]["namespace"])
+        except ApiError as exc:
+            causes = (exc.status.get("details") or {}).get("causes") or []
+            if any(c.get("type") == "NamespaceTerminating" for c in causes):
+                return
+            self.recorder.event(ds, "Warning", "FailedCreate", f"Error creating: {exc.message or exc}")
+            raise
+        self.recorder.event(ds, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
+
+    async def _delete_pod(self, ds: dict[str, Any], name: str) -> None:
+        try:
+            await self.client.delete("pods", name, namespace=ds["metadata"]["namespace"])
+        except ApiError as exc:
+            if exc.code != 404:
+                self.recorder.event(ds, "Warning", "FailedDelete", f"Error deleting: {exc.message or exc}")
+            raise
+        self.recorder.event(ds, "Normal", "SuccessfulDelete", f"Deleted pod: {name}")
+
+    # -- claiming pods and revisions (adoption and release) -------------------------------------
+
+    async def _can_adopt(self, ds: dict[str, Any], state: _SyncState) -> bool:
+        """RecheckDeletionTimestamp: adopt only for a live DaemonSet with this very uid."""
+        if state.fresh_checked is None:
+            try:
+                fresh = await self.client.get(DS_RESOURCE, ds["metadata"]["name"], ds["metadata"]["namespace"])
+            except ApiError as exc:
+                if exc.code != 404:
+                    raise
+                fresh = None
+            state.fresh_checked = bool(fresh and fresh["metadata"].get("uid") == ds["metadata"].get("uid")
+                                       and not fresh["metadata"].get("deletionTimestamp"))
+        return state.fresh_checked
+
+    async def _claim(self, ds: dict[str, Any], informer: Any, resource: str, state: _SyncState,
+                     *, skip_deleting: bool) -> list[dict[str, Any]]:
+        uid = ds["metadata"]["uid"]
+        ns = ds["metadata"]["namespace"]
+        selector = (ds.get("spec") or {}).get("selector")
+        claimed: list[dict[str, Any]] = []
+        for obj in informer.by_index(CONTROLLER_UID_INDEX, uid):
+            if obj["metadata"].get("namespace") != ns:
+                continue
+            if label_selector_matches(selector, obj["metadata"].get("labels")):
+                claimed.append(obj)
+            elif not ds["metadata"].get("deletionTimestamp") and obj["metadata"]["uid"] not in state.released:
+                state.released.add(obj["metadata"]["uid"])
+                await self._release(resource, obj, uid)
+        for obj in informer.by_index(ORPHAN_INDEX, ns):
+            name = obj["metadata"]["name"]
+            if not label_selector_matches(selector, obj["metadata"].get("labels")):
+                continue
+            if skip_deleting and is_deleting(obj):
+                continue
+            memo = f"{resource}/{name}"
+            if memo in state.adopted:
+                claimed.append(state.adopted[memo])
+                continue
+            if not await self._can_adopt(ds, state):
+                continue
+            adopted = await self._adopt(resource, obj, ds)
+            if adopted is not None:
+                state.adopted[memo] = adopted
+                claimed.append(adopted)
+        return claimed
+
+    async def _adopt(self, resource: str, obj: dict[str, Any], ds: dict[str, Any]) -> dict[str, Any] | None:
+        body = {"metadata": {"ownerReferences": [history.controller_ref(ds)], "uid": obj["metadata"]["uid"]}}
+        try:
+            return await self.client.patch(resource, obj["metadata"]["name"], body,
+                                           namespace=obj["metadata"]["namespace"], patch_type="strategic")
+        except ApiError as exc:
+            if exc.code in (404, 409, 422):
+                return None  # gone, or someone else got there first
+            raise
+
+    async def _release(self, resource: str, obj: dict[str, Any], owner_uid: str) -> None:
+        body = {"metadata": {"ownerReferences": [{"$patch": "delete", "uid": owner_uid}],
+                             "uid": obj["metadata"]["uid"]}}
+        try:
+            await self.client.patch(resource, obj["metadata"]["name"], body,
+                                    namespace=obj["metadata"]["namespace"], patch_type="strategic")
+        except ApiError as exc:
+            if exc.code not in (404, 409, 422):
+                raise
+
+    async def _claim_pods(self, ds: dict[str, Any], state: _SyncState) -> list[dict[str, Any]]:
+        return await self._claim(ds, self.pod_informer, "pods", state, skip_deleting=True)
+
+    # -- history -------------------------------------------------------------------------------
+
+    async def _construct_history(self, ds: dict[str, Any], state: _SyncState
+                                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        revisions = await self._claim(ds, self.rev_informer, history.RESOURCE, state, skip_deleting=False)
+        current: list[dict[str, Any]] = []
+        old: list[dict[str, Any]] = []
+        for rev in revisions:
+            labels = rev["metadata"].get("labels") or {}
+            if history.CONTROLLER_REVISION_HASH_LABEL not in labels:
+                fixed = deep_copy(rev)
+                fixed["metadata"].setdefault("labels", {})[history.CONTROLLER_REVISION_HASH_LABEL] = \
+                    rev["metadata"]["name"]
+                rev = await self.client.update(history.RESOURCE, fixed)
+            (current if history.matches_template(ds, rev) else old).append(rev)
+        number = history.max_revision(old) + 1
+        if not current:
+            return await self._snapshot(ds, number), old
+        cur = await self._dedup(ds, current)
+        if history.revision_number(cur) < number:
+            cur = await self._raise_revision(cur, number)
+        return cur, old
+
+    async def _raise_revision(self, rev: dict[str, Any], number: int) -> dict[str, Any]:
+        try:
+            return await history.update_revision_number(self.client, rev, number)
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+            fresh = await self.client.get(history.RESOURCE, rev["metadata"]["name"], rev["metadata"]["namespace"])
+            if history.revision_number(fresh) >= number:
+                return fresh
+            return await history.update_revision_number(self.client, fresh, number)
+
+    async def _snapshot(self, ds: dict[str, Any], number: int) -> dict[str, Any]:
+        collision_count = (ds.get("status") or {}).get("collisionCount")
+        template = (ds.get("spec") or {}).get("template") or {}
+        rev = history.new_revision(ds, data=history.template_patch(ds), revision=number,
+                                   template_labels=(template.get("metadata") or {}).get("labels"),
+                                   collision_count=collision_count,
+                                   annotations=(ds.get("metadata") or {}).get("annotations"))
+        try:
+            return await history.create_revision(self.client, rev)
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+            existing = await self.client.get(history.RESOURCE, rev["metadata"]["name"], ds["metadata"]["namespace"])
+            if history.matches_template(ds, existing):
+                return existing
+            # A different template holds our name: bump collisionCount so the next hash differs.
+            fresh = await self.client.get(DS_RESOURCE, ds["metadata"]["name"], ds["metadata"]["namespace"])
+            fresh_count = (fresh.get("status") or {}).get("collisionCount")
+            if fresh_count != collision_count:
+                raise ApiError(409, "Conflict", f"found a stale collision count ({collision_count}, expected "
+                               f"{fresh_count}) of DaemonSet \"{ds['metadata']['name']}\" while processing; will "
+                               "retry until it is updated") from exc
+            fresh.setdefault("status", {})["collisionCount"] = (fresh_count or 0) + 1
+            await self.client.update(DS_RESOURCE, fresh, subresource="status")
+            raise
+
+    async def _dedup(self, ds: dict[str, Any], current: list[dict[str, Any]]) -> dict[str, Any]:
+        """Several revisions hold the current template: keep the newest, move pods off the rest."""
+        if len(current) == 1:
+            return current[0]
+        keep = history.sort_by_revision(current)[-1]
+        keep_hash = history.revision_hash(keep)
+        for dup in current:
+            if dup is keep:
+                continue
+            dup_hash = history.revision_hash(dup)
+            for pod in self.pod_informer.by_index(CONTROLLER_UID_INDEX, ds["metadata"]["uid"]):
+                if (pod["metadata"].get("labels") or {}).get(history.CONTROLLER_REVISION_HASH_LABEL) == dup_hash:
+                    with contextlib.suppress(ApiError):
+                        await self.client.patch("pods", pod["metadata"]["name"],
+                                                {"metadata": {"labels": {
+                                                    history.CONTROLLER_REVISION_HASH_LABEL: keep_hash}}},
+                                                namespace=pod["metadata"]["namespace"])
+            await history.delete_revision(self.client, dup)
+        return keep
+
+    async def _cleanup_history(self, ds: dict[str, Any], old: list[dict[str, Any]], state: _SyncState) -> None:
+        limit = (ds.get("spec") or {}).get("revisionHistoryLimit")
+        limit = 10 if limit is None else int(limit)
+        if len(old) <= limit:
+            return
+        pods = await self._claim(ds, self.pod_informer, "pods", state, skip_deleting=False)
+        live = {h for p in pods if (h := (p["metadata"].get("labels") or {}).get(
+            history.CONTROLLER_REVISION_HASH_LABEL))}
+        for rev in history.revisions_to_prune(old, limit, live):
+            await history.delete_revision(self.client, rev)
+
+    # -- status --------------------------------------------------------------------------------
+
+    async def _update_status(self, ds: dict[str, Any], nodes: Iterable[dict[str, Any]], hash_: str,
+                             state: _SyncState, *, observe_generation: bool) -> None:
+        nodes = list(nodes)
+        pods = await self._claim_pods(ds, state)
+        counts = compute_counts(ds, nodes, pods_by_node(pods, include_deleted_terminal=False),
+                                hash_=hash_, now=time.time())
+        status = next_status(ds, counts, observe_generation=observe_generation)
+        if status is not None:
+            updated = deep_copy(ds)
+            updated["status"] = status
+            try:
+                await self.client.update(DS_RESOURCE, updated, subresource="status")
+            except ApiError as exc:
+                if exc.code == 404:
+                    return
+                if exc.code != 409:
+                    raise
+                fresh = await self.client.get(DS_RESOURCE, ds["metadata"]["name"], ds["metadata"]["namespace"])
+                status = next_status(fresh, counts, observe_generation=observe_generation)
+                if status is not None:
+                    fresh["status"] = status
+                    await self.client.update(DS_RESOURCE, fresh, subresource="status")
+        min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
+        if min_ready and counts["numberReady"] != counts["numberAvailable"]:
+            self._enqueue(ds, after=min_ready)
