@@ -279,9 +279,11 @@ def statefulset(obj: Obj) -> None:
         spec["podManagementPolicy"] = "OrderedReady"
     us = _d(spec, "updateStrategy")
     if not us.get("type"):
+        # only an empty type brings a rollingUpdate block; an explicit RollingUpdate may omit it
         us["type"] = "RollingUpdate"
-    if us["type"] == "RollingUpdate":
-        _d(us, "rollingUpdate").setdefault("partition", 0)
+        us.setdefault("rollingUpdate", {})
+    if us["type"] == "RollingUpdate" and isinstance(us.get("rollingUpdate"), dict):
+        us["rollingUpdate"].setdefault("partition", 0)
     policy = _d(spec, "persistentVolumeClaimRetentionPolicy")
     if not policy.get("whenDeleted"):
         policy["whenDeleted"] = "Retain"
@@ -358,9 +360,9 @@ def cronjob(obj: Obj) -> None:
 def _subjects(obj: Obj) -> None:
     for s in _dicts(obj.get("subjects")):
         if not s.get("apiGroup"):
-            if s.get("kind") == "ServiceAccount":
-                s.setdefault("apiGroup", "")
-            elif s.get("kind") in ("User", "Group"):
+            # a ServiceAccount's apiGroup defaults to "", which Go's omitempty leaves out
+            s.pop("apiGroup", None)
+            if s.get("kind") in ("User", "Group"):
                 s["apiGroup"] = RBAC_GROUP
 
 

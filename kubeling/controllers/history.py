@@ -77,7 +77,16 @@ def template_patch(owner: dict[str, Any]) -> dict[str, Any]:
         for c in spec.get(field) or []:
             c.setdefault("resources", {})
     template["$patch"] = "replace"
-    return {"spec": {"template": template}}
+    # kubectl compares these bytes with its own Go-marshalled patch, whose map keys are sorted
+    return _sorted({"spec": {"template": template}})
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 def template_patch_bytes(owner: dict[str, Any]) -> bytes:
