@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 
-from kubeling.client.rest import is_conflict
+from kubeling.client.rest import is_conflict, is_not_found
 from kubeling.client.workqueue import ShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,9 @@ async def _worker(name: str, queue: WorkQueue, sync_fn: SyncFn) -> None:
             raise
         except Exception as e:
             requeues = queue.num_requeues(key)
-            if is_conflict(e):
-                log.debug("%s: conflict syncing %r, retrying: %s", name, key, e)
+            if is_conflict(e) or is_not_found(e):
+                # optimistic concurrency and objects vanishing under us are routine: retry quietly
+                log.debug("%s: %s syncing %r, retrying: %s", name, getattr(e, "reason", ""), key, e)
             else:
                 log.warning("%s: error syncing %r (retry %d): %s", name, key, requeues + 1, e,
                             exc_info=not hasattr(e, "code"))

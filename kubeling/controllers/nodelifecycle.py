@@ -22,10 +22,11 @@ import os
 import time
 from typing import Any
 
+from kubeling.client.controller import run_controller
 from kubeling.client.events import EventRecorder
 from kubeling.client.informer import InformerFactory, copy, object_key, split_key
 from kubeling.client.rest import ApiError, Client
-from kubeling.client.workqueue import ShutDown, WorkQueue
+from kubeling.client.workqueue import WorkQueue
 from kubeling.nodes.stages import fmt_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -230,40 +231,14 @@ class NodeLifecycleController:
         for name in list(self._probe):  # grace starts now, whatever the cached times say
             hb, rn, _ = self._probe[name]
             self._probe[name] = (hb, rn, now)
-        tasks = [asyncio.create_task(self._worker(self.node_queue, self._sync_taints)) for _ in range(self.workers)]
-        tasks += [asyncio.create_task(self._worker(self.evict_queue, self._sync_eviction))
-                  for _ in range(self.workers)]
-        tasks.append(asyncio.create_task(self._monitor_loop()))
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(
+                run_controller(self.node_queue.name, self.node_queue, self._sync_taints, workers=self.workers),
+                run_controller(self.evict_queue.name, self.evict_queue, self._sync_eviction, workers=self.workers),
+                self._monitor_loop())
         finally:
             self.node_queue.shutdown()
             self.evict_queue.shutdown()
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-
-    async def _worker(self, queue: WorkQueue, sync: Any) -> None:
-        while True:
-            try:
-                key = await queue.get()
-            except ShutDown:
-                return
-            try:
-                await sync(key)
-                queue.forget(key)
-            except asyncio.CancelledError:
-                raise
-            except ApiError as e:
-                log.log(logging.DEBUG if e.code in (404, 409) else logging.WARNING, "%s %s: %s", queue.name, key, e)
-                queue.add_rate_limited(key)
-            except Exception:
-                log.exception("%s %s failed", queue.name, key)
-                queue.add_rate_limited(key)
-            finally:
-                queue.done(key)
 
     async def _monitor_loop(self) -> None:
         while True:

@@ -19,9 +19,10 @@ import time
 import zlib
 from typing import Any
 
+from kubeling.client.controller import run_controller
 from kubeling.client.informer import InformerFactory, object_key, split_key
 from kubeling.client.rest import ApiError, Client, is_already_exists, is_not_found
-from kubeling.client.workqueue import ShutDown, WorkQueue
+from kubeling.client.workqueue import WorkQueue
 from kubeling.nodes import stages
 from kubeling.nodes.faults import node_simulations
 
@@ -218,42 +219,14 @@ class NodeFleet:
     async def run(self) -> None:
         self.factory.start()
         await asyncio.gather(self.nodes.wait_synced(), self.pods.wait_synced())
-        tasks = [asyncio.create_task(self._worker(self.node_queue, self._sync_node), name="fleet-node")
-                 for _ in range(max(self.workers // 2, 1))]
-        tasks += [asyncio.create_task(self._worker(self.pod_queue, self._sync_pod), name="fleet-pod")
-                  for _ in range(self.workers)]
-        tasks.append(asyncio.create_task(self._lease_loop(), name="fleet-leases"))
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(
+                run_controller(self.node_queue.name, self.node_queue, self._sync_node, workers=max(self.workers // 2, 1)),
+                run_controller(self.pod_queue.name, self.pod_queue, self._sync_pod, workers=self.workers),
+                self._lease_loop())
         finally:
             self.node_queue.shutdown()
             self.pod_queue.shutdown()
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-
-    async def _worker(self, queue: WorkQueue, sync: Any) -> None:
-        while True:
-            try:
-                key = await queue.get()
-            except ShutDown:
-                return
-            try:
-                await sync(key)
-                queue.forget(key)
-            except asyncio.CancelledError:
-                raise
-            except ApiError as e:
-                level = logging.DEBUG if e.code in (404, 409) else logging.WARNING
-                log.log(level, "%s %s: %s", queue.name, key, e)
-                queue.add_rate_limited(key)
-            except Exception:
-                log.exception("%s %s failed", queue.name, key)
-                queue.add_rate_limited(key)
-            finally:
-                queue.done(key)
 
     def _fresh(self, key: str, cached: Obj | None) -> Obj | None:
         """The cached object, or our own write's answer when the cache has not caught up with it."""
