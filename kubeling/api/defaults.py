@@ -12,7 +12,7 @@ from collections.abc import Callable
 from decimal import ROUND_UP, Decimal
 from typing import Any
 
-from kubeling.api import quantity
+from kubeling.api import kubeling_kinds, quantity
 
 Obj = dict[str, Any]
 
@@ -505,6 +505,7 @@ DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
     ("apiextensions.k8s.io", "CustomResourceDefinition"): crd,
     ("discovery.k8s.io", "EndpointSlice"): endpoint_slice,
     ("autoscaling", "HorizontalPodAutoscaler"): hpa,
+    (kubeling_kinds.GROUP, kubeling_kinds.KIND): kubeling_kinds.default_rollout_plan,
 }
 
 

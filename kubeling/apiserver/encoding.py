@@ -24,6 +24,10 @@ MAX_BODY = 3 * 1024 * 1024
 
 def decode_body(raw: bytes, content_type: str) -> Any:
     ctype = (content_type or "application/json").split(";")[0].strip().lower()
+    if ctype == "application/vnd.kubernetes.protobuf":
+        from kubeling.apiserver import protobuf
+
+        return protobuf.decode(raw)
     if "protobuf" in ctype:
         raise errors.StatusError(415, "UnsupportedMediaType",
                                  f'the body of the request was in an unknown format - accepted media types '

@@ -38,8 +38,40 @@ _FIELD_VALIDATION = {"Strict", "Warn", "Ignore"}
 def json_response(body: Any, status: int = 200, *, warnings: list[str] | None = None) -> web.Response:
     resp = web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
     for w in warnings or []:
-        resp.headers.add("Warning", f'299 - "{w}"')
+        resp.headers.add("Warning", f'299 - "{_quote_warning(w)}"')
     return resp
+
+
+def _quote_warning(text: str) -> str:
+    """Escape a warning as Go's strconv.Quote does: a header must never carry control characters."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) > 0x7E:  # keep headers ASCII
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+async def read_raw(request: web.Request) -> bytes:
+    """The whole body, refused with 413 past upstream's 3 MiB limit (a single read() may stop early)."""
+    if request.content_length is not None and request.content_length > encoding.MAX_BODY:
+        raise errors.too_large()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(256 * 1024)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > encoding.MAX_BODY:
+            raise errors.too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def status_success(res: Resource, name: str, uid: str | None = None, code: int = 200) -> Obj:
@@ -112,11 +144,7 @@ class ResourceHandlers:
 
     # ---- helpers --------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> Any:
-        if request.content_length is not None and request.content_length > encoding.MAX_BODY:
-            raise errors.too_large()
-        raw = await request.content.read(encoding.MAX_BODY + 1)
-        if len(raw) > encoding.MAX_BODY:
-            raise errors.too_large()
+        raw = await read_raw(request)
         request["raw_body"] = raw
         return encoding.decode_body(raw, request.headers.get("Content-Type", JSON))
 
@@ -209,9 +237,7 @@ class ResourceHandlers:
 
     async def patch(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        raw = await request.content.read(encoding.MAX_BODY + 1)
-        if len(raw) > encoding.MAX_BODY:
-            raise errors.too_large()
+        raw = await read_raw(request)
         assert info.name is not None
         patcher = self.server.patcher
         schema_ref = getattr(res, "schema_ref", None)
@@ -267,7 +293,7 @@ class ResourceHandlers:
         return opts
 
     async def delete(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
-        raw = await request.content.read(encoding.MAX_BODY + 1)
+        raw = await read_raw(request)
         body = encoding.decode_body(raw, JSON) if raw.strip() else None
         opts = self._delete_options(request, body)
         assert info.name is not None
@@ -283,7 +309,7 @@ class ResourceHandlers:
     async def delete_collection(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
         if "deletecollection" not in res.verbs:
             raise errors.method_not_allowed()
-        raw = await request.content.read(encoding.MAX_BODY + 1)
+        raw = await read_raw(request)
         body = encoding.decode_body(raw, JSON) if raw.strip() else None
         opts = self._delete_options(request, body)
         lopts = self._list_options(request, res)
@@ -362,7 +388,7 @@ class ResourceHandlers:
                 return obj
         elif request.method == "PATCH":
             ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            raw = await request.content.read(encoding.MAX_BODY + 1)
+            raw = await read_raw(request)
 
             def set_replicas(obj: Obj) -> Obj:
                 scale = self.server.patcher.apply_patch(ctype, to_scale(obj), raw,

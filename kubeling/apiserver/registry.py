@@ -201,12 +201,8 @@ class Registry:
     def _validate_schema(self, resource: Resource, obj: Obj, field_validation: str) -> list[str]:
         errs, warnings = self.schema.validate(resource, obj, field_validation=field_validation)
         if errs:
-            strict = [e for e in errs if e.type == "Unknown field" or getattr(e, "decode", False)]
-            if strict and len(strict) == len(errs):
-                msg = "strict decoding error: " + ", ".join(str(e) for e in strict)
-                raise errors.bad_request(msg)
-            name = obj.get("metadata", {}).get("name") or ""
-            raise errors.invalid_error(resource.group, resource.kind, name, errs)
+            # decode and strict-decoding errors are 400s upstream, never 422s
+            raise self.schema.decode_error(resource, errs)
         return list(warnings)
 
     async def create(self, resource: Resource, namespace: str | None, obj: Obj, *,

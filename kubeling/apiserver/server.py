@@ -175,11 +175,16 @@ class ApiServer:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource",
                                      details={})
         body, ctype = found
-        return web.Response(body=orjson.dumps(body), headers={"Content-Type": ctype})
+        # the answer depends on Accept (aggregated or legacy discovery): caches must key on it
+        return web.Response(body=orjson.dumps(body), headers={"Content-Type": ctype, "Vary": "Accept"})
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
         from kubeling.api import openapi
 
+        if not _accepts_json(request.headers.get("Accept", "")):
+            # kubectl asks for the protobuf form first and falls back to JSON on 406
+            raise errors.StatusError(406, "NotAcceptable",
+                                     "only the following media types are accepted: application/json")
         return web.Response(body=openapi.openapi_v2(), content_type="application/json")
 
     async def openapi_v3_index(self, request: web.Request) -> web.Response:
@@ -190,10 +195,20 @@ class ApiServer:
     async def openapi_v3_doc(self, request: web.Request) -> web.Response:
         from kubeling.api import openapi
 
-        body = openapi.openapi_v3_doc(request.match_info["path"])
+        path = request.match_info["path"]
+        body = openapi.openapi_v3_doc(path)
         if body is None:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
-        return web.Response(body=body, content_type="application/json")
+        headers = {"Content-Type": "application/json"}
+        want = request.query.get("hash")
+        if want and want == openapi.openapi_v3_hash(path):
+            headers["Cache-Control"] = "public, immutable"
+        elif want:
+            # a stale hash: send the client to the current document, as upstream does
+            raise web.HTTPMovedPermanently(f"/openapi/v3/{path}?hash={openapi.openapi_v3_hash(path)}")
+        else:
+            headers["Cache-Control"] = "no-cache, private"
+        return web.Response(body=body, headers=headers)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         info = parse_resource_path(request.path)
@@ -230,6 +245,16 @@ class ApiServer:
                                                     f"healthy pods and has "
                                                     f"{(pdb.get('status') or {}).get('currentHealthy', 0)} "
                                                     f"currently"}]})
+
+
+def _accepts_json(accept: str) -> bool:
+    if not accept.strip():
+        return True
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in ("application/json", "application/*", "*/*"):
+            return True
+    return False
 
 
 def make_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:

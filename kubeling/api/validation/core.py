@@ -7,7 +7,14 @@ import re
 from typing import Any
 
 from kubeling.api.errors import FieldError, duplicate, forbidden, invalid, required, unsupported
-from kubeling.api.validation.meta import GoValue, label_value, nonnegative, positive, qualified_name
+from kubeling.api.validation.meta import (
+    GoValue,
+    dns1123_label,
+    label_value,
+    nonnegative,
+    positive,
+    qualified_name,
+)
 from kubeling.api.validation.pod import PORT_RANGE, PROTOCOLS, TAINT_EFFECTS, port_name
 
 Obj = dict[str, Any]
@@ -93,7 +100,8 @@ def validate_service(obj: Obj) -> list[FieldError]:
         if len(ports) > 1 and not name:
             errs.append(required(f"{pp}.name"))
         if name:
-            errs.extend(invalid(f"{pp}.name", name, m) for m in port_name(name))
+            # service port names are DNS labels (e.g. kubectl's "80-8080"), not IANA service names
+            errs.extend(invalid(f"{pp}.name", name, m) for m in dns1123_label(name))
             if name in names:
                 errs.append(duplicate(f"{pp}.name", name))
             names.add(name)
