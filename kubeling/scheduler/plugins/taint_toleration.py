@@ -10,8 +10,10 @@ _HARD = effects("NoSchedule", "NoExecute")
 
 
 def filter(state: CycleState, pod: Obj, info: NodeInfo) -> Status:  # noqa: A001
-    taint = find_untolerated_taint((info.node.get("spec") or {}).get("taints"),
-                                   (pod.get("spec") or {}).get("tolerations"), _HARD)
+    taints = (info.node.get("spec") or {}).get("taints")
+    if not taints:
+        return OK
+    taint = find_untolerated_taint(taints, (pod.get("spec") or {}).get("tolerations"), _HARD)
     if taint is None:
         return OK
     return unschedulable(NAME, f"node(s) had untolerated taint {{{taint.get('key', '')}: {taint.get('value', '')}}}",
@@ -19,9 +21,20 @@ def filter(state: CycleState, pod: Obj, info: NodeInfo) -> Status:  # noqa: A001
 
 
 def score(state: CycleState, pod: Obj, info: NodeInfo) -> int:
-    tolerations = [t for t in (pod.get("spec") or {}).get("tolerations") or []
-                   if t.get("effect") in (None, "", "PreferNoSchedule")]
-    count = sum(1 for t in (info.node.get("spec") or {}).get("taints") or []
-                if t.get("effect") == "PreferNoSchedule" and not taint_tolerated(t, tolerations))
-    # fewer intolerable PreferNoSchedule taints is better; normalised against a small maximum
-    return max(0, MAX_NODE_SCORE - count * 25)
+    """The number of PreferNoSchedule taints the pod does not tolerate (fewer is better, see normalize)."""
+    taints = (info.node.get("spec") or {}).get("taints")
+    if not taints:
+        return 0
+    tolerations = state.get("prefer_tolerations")
+    if tolerations is None:
+        tolerations = state["prefer_tolerations"] = [
+            t for t in (pod.get("spec") or {}).get("tolerations") or [] if t.get("effect") in (None, "", "PreferNoSchedule")]
+    return sum(1 for t in taints if t.get("effect") == "PreferNoSchedule" and not taint_tolerated(t, tolerations))
+
+
+def normalize(scores: list[int]) -> list[int]:
+    """Upstream's reverse DefaultNormalizeScore: the node with most intolerable taints scores 0."""
+    worst = max(scores, default=0)
+    if worst == 0:
+        return [MAX_NODE_SCORE] * len(scores)
+    return [MAX_NODE_SCORE - s * MAX_NODE_SCORE // worst for s in scores]
