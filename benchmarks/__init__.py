@@ -1,0 +1,1 @@
+"""kubeling benchmarks: `python -m benchmarks` (see __main__.py); not part of the test suite."""
