@@ -30,6 +30,10 @@ from benchmarks.harness import ROOT, Row, can_pin
 # ("etcd", "benchmarks.etcd"), ("rollout", "benchmarks.rollout").
 BENCHMARKS: list[tuple[str, str]] = [
     ("api", "benchmarks.api"),
+    ("fleet", "benchmarks.fleet"),
+    ("scheduler", "benchmarks.scheduler"),
+    ("daemonset", "benchmarks.daemonset"),
+    ("etcd", "benchmarks.etcd"),
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 
