@@ -97,16 +97,27 @@ def _crd_resource(version: str = "v1") -> Resource:
 # ---- catalogue -------------------------------------------------------------------------------
 
 
+def _upstream(resources):
+    """Upstream's built-ins: kubeling's own kinds (group *.kubeling.io) come on top of them."""
+    return [r for r in resources if not r.group.endswith("kubeling.io")]
+
+
+def test_kubeling_kinds_are_served_beside_upstream():
+    rp = CATALOGUE.lookup("rollouts.kubeling.io", "v1alpha1", "rolloutplans")
+    assert rp is not None and rp.short_names == ("rp",) and "status" in rp.subresources
+    assert CATALOGUE.groups()[-1] == "rollouts.kubeling.io"
+
+
 def test_preferred_resources_match_kubectl_api_resources_on_1_32():
     got = sorted(
         (r.plural, ",".join(r.short_names), r.api_version, r.namespaced, r.kind)
-        for r in CATALOGUE.all() if r.preferred
+        for r in _upstream(CATALOGUE.all()) if r.preferred
     )
     assert got == sorted(EXPECTED_API_RESOURCES)
 
 
 def test_no_alpha_or_beta_versions_are_served():
-    assert all(r.version in ("v1", "v2") for r in CATALOGUE.all())
+    assert all(r.version in ("v1", "v2") for r in _upstream(CATALOGUE.all()))
     assert CATALOGUE.versions("autoscaling") == ["v2", "v1"]
     assert CATALOGUE.versions("flowcontrol.apiserver.k8s.io") == ["v1"]
     assert CATALOGUE.lookup("resource.k8s.io", "v1beta1", "resourceclaims") is None
@@ -174,7 +185,7 @@ def test_scale_token_and_approval_subresources():
 
 
 def test_categories():
-    all_cat = {r.plural for r in CATALOGUE.all() if "all" in r.categories}
+    all_cat = {r.plural for r in _upstream(CATALOGUE.all()) if "all" in r.categories}
     assert all_cat == {"pods", "services", "daemonsets", "deployments", "replicasets", "statefulsets", "jobs",
                        "cronjobs", "replicationcontrollers", "horizontalpodautoscalers"}
     ext = {r.plural for r in CATALOGUE.all() if "api-extensions" in r.categories}
@@ -196,20 +207,20 @@ def test_invariants():
         for s in r.subresources.values():
             assert s.verbs and s.verbs == tuple(sorted(s.verbs))
     # groups in /apis order, core first in all()
-    assert CATALOGUE.groups() == list(BUILTIN_GROUP_ORDER)
+    assert [g for g in CATALOGUE.groups() if not g.endswith("kubeling.io")] == list(BUILTIN_GROUP_ORDER)
     assert CATALOGUE.all()[0].group == ""
 
 
-def test_shared_storage_for_events_and_hpa():
+def test_versions_without_conversion_keep_separate_storage():
+    # no version conversion yet: each served version keeps its own objects, never mixed shapes
     core = CATALOGUE.lookup("", "v1", "events")
     new = CATALOGUE.lookup("events.k8s.io", "v1", "events")
-    assert core.storage_prefix == new.storage_prefix == "/registry/events"
-    assert core.storage_version == new.storage_version == "v1"
+    assert core.storage_prefix == "/registry/events"
+    assert new.storage_prefix == "/registry/events.k8s.io/events"
     assert new.schema_ref == "io.k8s.api.events.v1.Event"
     v1 = CATALOGUE.lookup("autoscaling", "v1", "horizontalpodautoscalers")
     v2 = CATALOGUE.lookup("autoscaling", "v2", "horizontalpodautoscalers")
-    assert v1.storage_prefix == v2.storage_prefix
-    assert v1.storage_version == v2.storage_version == "autoscaling/v2"
+    assert v1.storage_prefix != v2.storage_prefix
     assert (v1.preferred, v2.preferred) == (False, True)
     crd = CATALOGUE.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
     assert crd.storage_prefix == "/registry/apiextensions.k8s.io/customresourcedefinitions"
@@ -250,7 +261,8 @@ def test_add_and_remove_custom_resources():
     cat.add(_crd_resource("v1beta1"))
     cat.add(_crd_resource("v1"))
     assert cat.generation > gen
-    assert cat.groups()[-1] == "example.com"
+    groups = cat.groups()
+    assert groups.index("example.com") > max(groups.index(g) for g in BUILTIN_GROUP_ORDER)
     assert cat.versions("example.com") == ["v1", "v1beta1"]
     w = cat.lookup("example.com", "v1", "widgets")
     assert w.storage_prefix == "/registry/example.com/widgets"
@@ -297,7 +309,7 @@ def test_legacy_api_and_apis():
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "10.0.0.1:6443"}]}
     body, _ = discovery.discovery_response(CATALOGUE, "/apis", None, server_address="x")
     assert body["kind"] == "APIGroupList" and body["apiVersion"] == "v1"
-    assert [g["name"] for g in body["groups"]] == list(BUILTIN_GROUP_ORDER)
+    assert [g["name"] for g in body["groups"]] == [*BUILTIN_GROUP_ORDER, "rollouts.kubeling.io"]
     autoscaling = next(g for g in body["groups"] if g["name"] == "autoscaling")
     assert autoscaling["versions"] == [{"groupVersion": "autoscaling/v2", "version": "v2"},
                                        {"groupVersion": "autoscaling/v1", "version": "v1"}]
@@ -340,7 +352,7 @@ def test_aggregated_discovery_apis():
     body, ctype = discovery.discovery_response(CATALOGUE, "/apis", V2_ACCEPT, server_address="x")
     assert ctype == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
     assert body["kind"] == "APIGroupDiscoveryList" and body["apiVersion"] == "apidiscovery.k8s.io/v2"
-    assert [g["metadata"]["name"] for g in body["items"]] == list(BUILTIN_GROUP_ORDER)
+    assert [g["metadata"]["name"] for g in body["items"]] == [*BUILTIN_GROUP_ORDER, "rollouts.kubeling.io"]
     apps = next(g for g in body["items"] if g["metadata"]["name"] == "apps")
     (v1,) = apps["versions"]
     assert v1["version"] == "v1" and v1["freshness"] == "Current"
@@ -379,11 +391,11 @@ def test_discovery_sees_added_resources():
     assert "example.com" not in [g["metadata"]["name"] for g in before["items"]]
     cat.add(_crd_resource())
     after, _ = discovery.discovery_response(cat, "/apis", V2_ACCEPT, server_address="x")
-    assert after["items"][-1]["metadata"]["name"] == "example.com"
+    assert "example.com" in [g["metadata"]["name"] for g in after["items"][len(BUILTIN_GROUP_ORDER):]]
     legacy, _ = discovery.discovery_response(cat, "/apis/example.com/v1", None, server_address="x")
     assert legacy["resources"][0]["name"] == "widgets" and legacy["resources"][0]["shortNames"] == ["wd"]
     groups, _ = discovery.discovery_response(cat, "/apis", None, server_address="x")
-    assert groups["groups"][-1]["name"] == "example.com"
+    assert "example.com" in [g["name"] for g in groups["groups"][len(BUILTIN_GROUP_ORDER):]]
 
 
 # ---- openapi ---------------------------------------------------------------------------------
@@ -494,7 +506,8 @@ def test_v2_document():
     assert "io.k8s.api.core.v1.Pod" in defs and "io.k8s.api.autoscaling.v1.Scale" in defs
     assert defs["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["type"] == "string"
     # only served versions are described
-    assert not any(".v1beta1." in name or ".v1alpha" in name for name in defs)
+    assert not any(".v1beta1." in name or ".v1alpha" in name for name in defs if ".kubeling." not in name)
+    assert "io.kubeling.rollouts.v1alpha1.RolloutPlan" in defs
     post = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/daemonsets"]["post"]
     names = [p["name"] for p in post["parameters"]]
     assert names[0] == "body" and "fieldValidation" in names

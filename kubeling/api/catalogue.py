@@ -380,7 +380,9 @@ def schema_dir() -> Path:
 @cache
 def load_definitions() -> dict[str, Any]:
     """All 1.32 definitions by name, in kubernetes-validate's JSON-schema form (``#/$defs/`` refs)."""
-    return orjson.loads((schema_dir() / "_definitions.json").read_bytes())["$defs"]
+    from kubeling.api import kubeling_kinds  # our own kinds (RolloutPlan) join the upstream definitions
+
+    return orjson.loads((schema_dir() / "_definitions.json").read_bytes())["$defs"] | kubeling_kinds.definitions()
 
 
 @cache
@@ -473,6 +475,9 @@ def build_builtin_catalogue() -> Catalogue:
                 preferred=SERVED_VERSIONS[group][0] == version,
             )
         )
+    from kubeling.api import kubeling_kinds
+
+    resources.extend(kubeling_kinds.resources())  # kubeling's own kinds (RolloutPlan)
     return Catalogue(resources)
 
 

@@ -188,7 +188,9 @@ def _elem_go(n: Node) -> str:
 
 @cache
 def _compiled() -> _Compiler:
-    defs = orjson.loads(_schema_path().read_bytes())["$defs"]
+    from kubeling.api import kubeling_kinds  # kubeling's own kinds (RolloutPlan), strict like the rest
+
+    defs = orjson.loads(_schema_path().read_bytes())["$defs"] | kubeling_kinds.definitions(strict=True)
     c = _Compiler(defs)
     c.run()
     return c

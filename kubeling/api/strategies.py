@@ -12,7 +12,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from kubeling.api import schema
+from kubeling.api import kubeling_kinds, schema
 from kubeling.api.errors import FieldError, forbidden
 from kubeling.api.validation import apps, core
 from kubeling.api.validation import meta as vmeta
@@ -35,7 +35,7 @@ CLUSTER_SCOPED = {
 # kinds whose metadata.generation tracks spec changes
 GENERATION_KINDS = {"DaemonSet", "StatefulSet", "Deployment", "ReplicaSet", "ReplicationController", "Job",
                     "CronJob", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "CustomResourceDefinition",
-                    "HorizontalPodAutoscaler"}
+                    "HorizontalPodAutoscaler", kubeling_kinds.KIND}
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 
@@ -273,6 +273,7 @@ _RULES: dict[str, tuple[Validator | None, UpdateValidator | None, Callable[[str]
     "Secret": (core.validate_secret, _secret_update, vmeta.dns1123_subdomain, False),
     "Lease": (core.validate_lease, None, vmeta.dns1123_subdomain, False),
     "Event": (core.validate_event, None, vmeta.dns1123_subdomain, False),
+    kubeling_kinds.KIND: (kubeling_kinds.validate_rollout_plan, None, vmeta.dns1123_subdomain, True),
 }
 
 _CACHE: dict[tuple[Any, ...], Strategy] = {}

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from kubeling.api.errors import bad_request
-from kubeling.api.printers import cluster, core, workloads
+from kubeling.api.printers import cluster, core, rollouts, workloads
 from kubeling.api.printers.common import Column, Printer, col, column_definitions
 from kubeling.api.timeutil import format_rfc3339, parse_rfc3339
 from kubeling.api.timeutil import now as utcnow
@@ -61,6 +61,7 @@ PRINTERS: dict[tuple[str, str], Printer] = {
     ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): cluster.VALIDATING_WEBHOOK,
     ("certificates.k8s.io", "CertificateSigningRequest"): cluster.CERTIFICATE_SIGNING_REQUEST,
     ("apiregistration.k8s.io", "APIService"): cluster.API_SERVICE,
+    ("rollouts.kubeling.io", "RolloutPlan"): rollouts.ROLLOUT_PLAN,
 }
 
 ZERO_TIME = "0001-01-01T00:00:00Z"

@@ -12,7 +12,9 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
+import uuid
 from pathlib import Path
 
 import click
@@ -133,16 +135,21 @@ def up(data_dir: Path, port: int, nodes: int, store_url: str, stop_after: float,
 @main.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True)
 @click.option("--port", type=int, default=6443, show_default=True)
-@click.option("--store", "store_url", default="sqlite://", show_default=True)
+@click.option("--store", "store_url", default="sqlite://", show_default=True,
+              help="sqlite:// (this server alone) or etcd://HOST:PORT[,HOST:PORT...] (shareable)")
+@click.option("--pki-dir", type=click.Path(path_type=Path), default=None,
+              help="Share this CA, serving certificate and token file (e.g. another API server's "
+                   "<data-dir>/pki) so one kubeconfig works against every API server of the cluster.")
 @click.option("--bind-address", default="127.0.0.1", show_default=True)
 @click.option("-v", "--verbose", count=True)
-def apiserver(data_dir: Path, port: int, store_url: str, bind_address: str, verbose: int) -> None:
-    """Run only the API server."""
+def apiserver(data_dir: Path, port: int, store_url: str, pki_dir: Path | None, bind_address: str,
+              verbose: int) -> None:
+    """Run only the API server (writes <data-dir>/kubeconfig pointing at it)."""
     _setup_logging(verbose)
 
     async def go(stop: asyncio.Event) -> None:
         api = await runtime.start_apiserver(data_dir=data_dir.expanduser().resolve(), port=port,
-                                            store_url=store_url, bind_address=bind_address)
+                                            store_url=store_url, bind_address=bind_address, pki_dir=pki_dir)
         try:
             await stop.wait()
         finally:
@@ -151,18 +158,29 @@ def apiserver(data_dir: Path, port: int, store_url: str, bind_address: str, verb
     _run(go)
 
 
-def _component_command(name: str, which: list[str], help_text: str) -> None:
-    @main.command(name=name, help=help_text)
-    @click.option("--kubeconfig", type=click.Path(path_type=Path),
-                  default=lambda: os.environ.get("KUBECONFIG", str(DEFAULT_DATA_DIR / "kubeconfig")))
-    @click.option("--stop-after", type=Duration(), default="1s")
-    @click.option("-v", "--verbose", count=True)
-    def cmd(kubeconfig: Path, stop_after: float, verbose: int) -> None:
+def _component_command(name: str, which: list[str], help_text: str, *, lease: str | None = None) -> None:
+    """A command running some components against an API server given by kubeconfig (and --server).
+
+    ``lease``: the component is leader-elected on ``kube-system/<lease>`` (--leader-elect, default on).
+    """
+
+    def cmd(kubeconfig: Path, server: str | None, stop_after: float, verbose: int, leader_elect: bool = False,
+            leader_elect_lease_duration: float = 15.0, leader_elect_renew_deadline: float = 10.0,
+            leader_elect_retry_period: float = 2.0, nodes: int | None = None, pull_delay: float = 0.0) -> None:
         _setup_logging(verbose)
+        election = None
+        if lease is not None and leader_elect:
+            identity = f"{socket.gethostname()}_{uuid.uuid4()}"
+            election = runtime.LeaderElection(lease, lease_duration=leader_elect_lease_duration,
+                                              renew_deadline=leader_elect_renew_deadline,
+                                              retry_period=leader_elect_retry_period, identity=identity)
+            click.echo(f"leader election on kube-system/{lease} as {identity}", err=True)
 
         async def go(stop: asyncio.Event) -> None:
-            comps = await runtime.start_components(Path(kubeconfig), nodes=None, only=which,
-                                                   options=component_options(stop_after=stop_after))
+            comps = await runtime.start_components(Path(kubeconfig), nodes=nodes, only=which, servers=server,
+                                                   options=component_options(stop_after=stop_after,
+                                                                             pull_delay=pull_delay),
+                                                   leader_election=election)
             try:
                 await stop.wait()
             finally:
@@ -171,10 +189,44 @@ def _component_command(name: str, which: list[str], help_text: str) -> None:
 
         _run(go)
 
+    cmd.__doc__ = help_text
+    if "nodes" in which:
+        cmd = click.option("--pull-delay", type=Duration(), default="0s", show_default=True,
+                           help="How long a simulated image pull takes.")(cmd)
+        cmd = click.option("--nodes", type=int, default=None,
+                           help="Also create node-1..node-N (and the control-plane node) if missing.")(cmd)
+    if lease is not None:
+        cmd = click.option("--leader-elect-retry-period", type=Duration(), default="2s", show_default=True,
+                           help="How long candidates wait between tries to acquire or renew the Lease.")(cmd)
+        cmd = click.option("--leader-elect-renew-deadline", type=Duration(), default="10s", show_default=True,
+                           help="How long the leader retries renewing before it steps down.")(cmd)
+        cmd = click.option("--leader-elect-lease-duration", type=Duration(), default="15s", show_default=True,
+                           help="How long candidates wait after the last renewal before taking over.")(cmd)
+        cmd = click.option("--leader-elect", type=click.BOOL, default=True, is_flag=False, flag_value=True,
+                           show_default=True,
+                           help=f"Run only while holding the Lease kube-system/{lease} "
+                                "(--leader-elect=false for a single replica).")(cmd)
+    cmd = click.option("-v", "--verbose", count=True)(cmd)
+    cmd = click.option("--stop-after", type=Duration(), default="1s")(cmd)
+    cmd = click.option("--server", default=None,
+                       help="API server URL(s), comma-separated, overriding the kubeconfig's server; "
+                            "requests fail over to the next on connection errors.")(cmd)
+    cmd = click.option("--kubeconfig", type=click.Path(path_type=Path),
+                       default=lambda: os.environ.get("KUBECONFIG", str(DEFAULT_DATA_DIR / "kubeconfig")))(cmd)
+    main.command(name=name, help=help_text)(cmd)
 
-_component_command("controller-manager", runtime.CONTROLLER_MANAGER, "Run the controllers.")
-_component_command("scheduler", ["scheduler"], "Run the scheduler.")
+
+_component_command("controller-manager", runtime.CONTROLLER_MANAGER, "Run the controllers.",
+                   lease="kube-controller-manager")
+_component_command("scheduler", ["scheduler"], "Run the scheduler.", lease="kube-scheduler")
 _component_command("nodes", ["nodes"], "Run the simulated kubelet fleet.")
+
+
+from kubeling.cli.rollout import rollout as _rollout_group  # noqa: E402  (kubeling rollout ..., why)
+from kubeling.cli.rollout import why as _why_command  # noqa: E402
+
+main.add_command(_rollout_group)
+main.add_command(_why_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

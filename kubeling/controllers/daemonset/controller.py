@@ -24,6 +24,7 @@ from kubeling.client.informer import object_key, split_key
 from kubeling.client.rest import ApiError, Client
 from kubeling.client.workqueue import ShutDown, WorkQueue
 from kubeling.controllers import history
+from kubeling.controllers.daemonset import holdback
 from kubeling.controllers.daemonset.placement import node_should_run_daemon_pod, placement_fields
 from kubeling.controllers.daemonset.plan import Actions, FailedPodBackoff, plan, pods_by_node
 from kubeling.controllers.daemonset.pods import (
@@ -44,6 +45,7 @@ BURST_REPLICAS = 250          # upstream's burstReplicas: most creates or delete
 SLOW_START_INITIAL_BATCH = 1
 EXPECTATIONS_TTL = 300.0
 CONTROLLER_UID_INDEX = "daemonset-controller-uid"
+PLAN_RESOURCE = "rolloutplans.v1alpha1.rollouts.kubeling.io"
 ORPHAN_INDEX = "orphan-namespace"
 
 
@@ -117,6 +119,8 @@ class DaemonSetController:
         self.node_informer = factory.informer("nodes")
         self.rev_informer = factory.informer(history.RESOURCE, indexers={CONTROLLER_UID_INDEX: _controller_uid,
                                                                          ORPHAN_INDEX: _orphan_namespace})
+        # RolloutPlans hold nodes back during a rollout (see holdback.py)
+        self.plan_informer = factory.informer(PLAN_RESOURCE)
         self.queue = WorkQueue("daemonset")
         self.recorder = EventRecorder(client, COMPONENT)
         self.expectations = Expectations()
@@ -131,10 +135,12 @@ class DaemonSetController:
             self.pod_informer.add_handler(self._on_pod)
             self.node_informer.add_handler(self._on_node)
             self.rev_informer.add_handler(self._on_revision)
+            self.plan_informer.add_handler(self._on_plan)
             self._handlers_added = True
         self.factory.start()
         await asyncio.gather(*(inf.wait_synced() for inf in
-                               (self.ds_informer, self.pod_informer, self.node_informer, self.rev_informer)))
+                               (self.ds_informer, self.pod_informer, self.node_informer, self.rev_informer,
+                                self.plan_informer)))
         tasks = [asyncio.create_task(self._worker(), name=f"daemonset-worker-{i}") for i in range(self.workers)]
         tasks.append(asyncio.create_task(self._backoff_gc(), name="daemonset-backoff-gc"))
         try:
@@ -271,6 +277,14 @@ class DaemonSetController:
             for ds in self._selecting(rev):
                 self._enqueue(ds)
 
+    def _on_plan(self, etype: str, plan: dict[str, Any], old: dict[str, Any] | None) -> None:
+        ns = plan["metadata"].get("namespace")
+        for obj in (plan, old):
+            name = (((obj or {}).get("spec") or {}).get("targetRef") or {}).get("name")
+            ds = self.ds_informer.get(name, ns) if name else None
+            if ds is not None:
+                self._enqueue(ds)
+
     # -- sync ----------------------------------------------------------------------------------
 
     async def sync(self, key: str) -> None:
@@ -310,24 +324,32 @@ class DaemonSetController:
                                 old: list[dict[str, Any]], state: _SyncState) -> None:
         pods = await self._claim_pods(ds, state)
         now = time.time()
-        actions = plan(ds, nodes, pods_by_node(pods, include_deleted_terminal=False), hash_=hash_,
-                       backoff=self.backoff, now=now)
+        by_node = pods_by_node(pods, include_deleted_terminal=False)
+        hold = holdback.compute(ds, self.plan_informer.list(ds["metadata"].get("namespace")), nodes, by_node,
+                                hash_=hash_, revisions=old)
+        actions = plan(ds, nodes, by_node, hash_=hash_, backoff=self.backoff, now=now)
         for type_, reason, message in actions.events:
             self.recorder.event(ds, type_, reason, message)
         if actions.requeue_after is not None:
             self._enqueue(ds, after=actions.requeue_after)
-        await self._sync_nodes(ds, actions, hash_)
+        await self._sync_nodes(ds, actions, hash_, hold)
         if self.expectations.satisfied(key):
             strategy = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("type", "RollingUpdate")
             if strategy == "RollingUpdate":
                 pods = await self._claim_pods(ds, state)
                 step = rolling_update(ds, nodes, pods_by_node(pods, include_deleted_terminal=False),
-                                      hash_=hash_, now=time.time())
-                await self._sync_nodes(ds, step, hash_)
+                                      hash_=hash_, now=time.time(),
+                                      allowed=hold.allowed if hold is not None else None,
+                                      max_unavailable_override=hold.max_unavailable if hold is not None else None)
+                await self._sync_nodes(ds, step, hash_, hold)
         await self._cleanup_history(ds, old, state)
 
-    async def _sync_nodes(self, ds: dict[str, Any], actions: Actions, hash_: str) -> None:
-        """The only writer of pods: creates in slow-start batches, deletes in parallel."""
+    async def _sync_nodes(self, ds: dict[str, Any], actions: Actions, hash_: str,
+                          hold: holdback.HoldBack | None = None) -> None:
+        """The only writer of pods: creates in slow-start batches, deletes in parallel.
+
+        Under a RolloutPlan's hold-back, pods for held-back nodes come from the stable revision.
+        """
         key = object_key(ds)
         to_create = actions.create_on_nodes[:BURST_REPLICAS]
         to_delete = list(dict.fromkeys(actions.delete_pods))[:BURST_REPLICAS]
@@ -339,9 +361,20 @@ class DaemonSetController:
         if generation is None:
             generation = (ds.get("metadata") or {}).get("generation")
         template = daemon_pod_template(ds, generation=generation, hash_=hash_)
+        stable_template = None
+        if hold is not None and hold.stable_template is not None:
+            stable_ds = {**ds, "spec": {**(ds.get("spec") or {}), "template": hold.stable_template}}
+            stable_template = daemon_pod_template(stable_ds, generation=None, hash_=hold.stable_hash)
+
+        def template_for(node_name: str) -> dict[str, Any]:
+            if stable_template is not None and hold is not None and node_name not in hold.allowed:
+                return stable_template
+            return template
+
         pos, batch = 0, min(len(to_create), SLOW_START_INITIAL_BATCH)
         while pos < len(to_create):
-            results = await asyncio.gather(*(self._create_pod(ds, template, n) for n in to_create[pos:pos + batch]),
+            results = await asyncio.gather(*(self._create_pod(ds, template_for(n), n)
+                                             for n in to_create[pos:pos + batch]),
                                            return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             for exc in failed:

@@ -18,11 +18,27 @@ from kubeling.api.scheduling import (
 )
 from kubeling.controllers.daemonset.pods import add_daemon_tolerations
 
+# Status and planning ask once per node per sync: at 5,000 nodes rebuilding the tolerated spec each
+# time was most of the controller's CPU. Only stored objects are cached (uid and resourceVersion
+# name one immutable version; the template's identity tells apart variants built from it).
+_SPEC_CACHE: dict[tuple[str, str, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+_SPEC_CACHE_SIZE = 256
+
 
 def _daemon_pod_spec(ds: dict[str, Any]) -> dict[str, Any]:
-    spec = dict(((ds.get("spec") or {}).get("template") or {}).get("spec") or {})
+    meta = ds.get("metadata") or {}
+    template = (ds.get("spec") or {}).get("template") or {}
+    key = (meta.get("uid"), meta.get("resourceVersion"), id(template))
+    hit = _SPEC_CACHE.get(key) if key[0] and key[1] else None  # type: ignore[arg-type]
+    if hit is not None and hit[0] is template:
+        return hit[1]
+    spec = dict(template.get("spec") or {})
     spec["tolerations"] = list(spec.get("tolerations") or [])
     add_daemon_tolerations(spec)
+    if key[0] and key[1]:
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_SIZE:
+            _SPEC_CACHE.pop(next(iter(_SPEC_CACHE)))
+        _SPEC_CACHE[key] = (template, spec)  # type: ignore[index]
     return spec
 
 

@@ -11,7 +11,7 @@ OnDelete does nothing here: pods are replaced only when someone deletes them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from typing import Any
 
 from kubeling.controllers.daemonset.placement import node_should_run_daemon_pod
@@ -80,8 +80,14 @@ def find_updated_pods_on_node(ds: dict[str, Any], pods: Iterable[Pod], hash_: st
 
 
 def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node: dict[str, list[Pod]], *,
-                   hash_: str, now: float) -> Actions:
-    """Deletions (and, with surge, creations) for one step of a rolling update."""
+                   hash_: str, now: float, allowed: Set[str] | None = None,
+                   max_unavailable_override: int | str | None = None) -> Actions:
+    """Deletions (and, with surge, creations) for one step of a rolling update.
+
+    ``allowed`` (from a RolloutPlan, see ``holdback``) limits which nodes may be moved to the new
+    revision; None allows all, as upstream. ``max_unavailable_override`` replaces the DaemonSet's
+    own maxUnavailable (a plan's setting).
+    """
     if _rolling_params(ds) is None:
         return Actions()  # OnDelete: replaced only when someone deletes them
     nodes_by_name = {n["metadata"]["name"]: n for n in nodes}
@@ -92,6 +98,8 @@ def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
             desired += 1
             by_node.setdefault(name, [])
     max_unavailable = max_unavailable_count(ds, desired)
+    if max_unavailable_override is not None and _rolling_params(ds) is not None:
+        max_unavailable = scaled_value(max_unavailable_override, desired, round_up=True)
     max_surge = max_surge_count(ds, desired)
     if desired > 0 and max_unavailable == 0 and max_surge == 0:
         max_unavailable = 1  # an impossible configuration falls back to upstream's default
@@ -105,7 +113,7 @@ def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
         num_unavailable = 0
         replacements: list[str] = []
         candidates: list[str] = []
-        for _node_name, pods in sorted(by_node.items()):
+        for node_name, pods in sorted(by_node.items()):
             new, old, ok = find_updated_pods_on_node(ds, pods, hash_)
             if not ok or (new is None) == (old is None):
                 # duplicates, nothing yet, or an old/new pair: the manage step sorts it out
@@ -113,6 +121,8 @@ def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
             elif new is not None:
                 if not available(new):
                     num_unavailable += 1
+            elif allowed is not None and node_name not in allowed:
+                num_unavailable += not available(old)  # held back: keeps its old pod
             elif not available(old):
                 replacements.append(pod_name(old))
             elif num_unavailable < max_unavailable:
@@ -138,6 +148,8 @@ def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
             num_available += available(new)
         if old is None:
             continue
+        if allowed is not None and node_name not in allowed and new is None:
+            continue  # held back by a RolloutPlan: keeps its old pod
         node = nodes_by_name.get(node_name)
         if new is None:
             should_run = node is not None and node_should_run_daemon_pod(node, ds)[0]

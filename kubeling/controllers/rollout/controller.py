@@ -1,0 +1,163 @@
+"""The RolloutPlan controller: moves each plan's rollout from step to step, and rolls back.
+
+It only reads (plans, DaemonSets, their ControllerRevisions and pods, nodes, all through shared
+informers) and writes the plan's status, events, and, on failure or abort, the DaemonSet's
+template (back to the stable revision, as ``kubectl rollout undo`` does). The DaemonSet controller
+reads the plan's status to know which nodes it may update (see ``daemonset/holdback.py``); the two
+never call each other. Each sync is one :func:`reconcile.decide` over fresh lister contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from kubeling.client.events import EventRecorder
+from kubeling.client.informer import copy as deep_copy
+from kubeling.client.informer import object_key, split_key
+from kubeling.client.rest import ApiError, Client
+from kubeling.client.workqueue import WorkQueue
+from kubeling.controllers import history
+from kubeling.controllers.rollout.observe import observe
+from kubeling.controllers.rollout.reconcile import decide
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "rolloutplan-controller"
+PLAN_RESOURCE = "rolloutplans.v1alpha1.rollouts.kubeling.io"
+DS_RESOURCE = "daemonsets.apps"
+OWNER_INDEX = "rollout-owner-uid"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+
+
+def _owner_uid(obj: dict[str, Any]) -> list[str]:
+    return [r["uid"] for r in (obj.get("metadata") or {}).get("ownerReferences") or []
+            if r.get("controller") and r.get("kind") == "DaemonSet" and r.get("uid")]
+
+
+def current_revision(ds: dict[str, Any], revisions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The DaemonSet's ControllerRevision holding its current template (newest if several)."""
+    matching = [r for r in revisions if history.matches_template(ds, r)]
+    return history.sort_by_revision(matching)[-1] if matching else None
+
+
+class RolloutPlanController:
+    """Drives RolloutPlans; see the module docstring."""
+
+    def __init__(self, client: Client, factory: Any, *, workers: int = 2) -> None:
+        self.client = client
+        self.factory = factory
+        self.workers = workers
+        self.plans = factory.informer(PLAN_RESOURCE)
+        self.daemonsets = factory.informer(DS_RESOURCE)
+        self.pods = factory.informer("pods", indexers={OWNER_INDEX: _owner_uid})
+        self.nodes = factory.informer("nodes")
+        self.revisions = factory.informer(history.RESOURCE, indexers={OWNER_INDEX: _owner_uid})
+        self.queue = WorkQueue("rolloutplan")
+        self.recorder = EventRecorder(client, COMPONENT)
+
+    async def run(self) -> None:
+        from kubeling.client.controller import run_controller
+
+        self.plans.add_handler(lambda _t, obj, _o: self.queue.add(object_key(obj)))
+        self.daemonsets.add_handler(lambda _t, obj, _o: self._enqueue_for_ds(obj))
+        self.revisions.add_handler(lambda _t, obj, _o: self._enqueue_for_owner(obj))
+        self.pods.add_handler(lambda _t, obj, _o: self._enqueue_for_owner(obj))
+        self.nodes.add_handler(self._on_node)
+        self.factory.start()
+        await asyncio.gather(*(i.wait_synced() for i in (self.plans, self.daemonsets, self.pods, self.nodes,
+                                                          self.revisions)))
+        await run_controller("rolloutplan", self.queue, self.sync, self.workers)
+
+    # -- event handlers: everything becomes plan keys ----------------------------------------------
+
+    def _enqueue_for_ds(self, ds: dict[str, Any]) -> None:
+        ns, name = ds["metadata"].get("namespace"), ds["metadata"]["name"]
+        for plan in self.plans.list(ns):
+            if ((plan.get("spec") or {}).get("targetRef") or {}).get("name") == name:
+                self.queue.add(object_key(plan))
+
+    def _enqueue_for_owner(self, obj: dict[str, Any]) -> None:
+        ns = obj["metadata"].get("namespace")
+        for ref in (obj["metadata"].get("ownerReferences") or []):
+            if ref.get("controller") and ref.get("kind") == "DaemonSet":
+                ds = self.daemonsets.get(ref.get("name", ""), ns)
+                if ds is not None:
+                    self._enqueue_for_ds(ds)
+
+    def _on_node(self, etype: str, node: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if etype == "MODIFIED" and old is not None and (old["metadata"].get("labels") == node["metadata"].get(
+                "labels") and (old.get("spec") or {}).get("taints") == (node.get("spec") or {}).get("taints")):
+            return
+        for plan in self.plans.list():
+            self.queue.add(object_key(plan))
+
+    # -- sync ------------------------------------------------------------------------------------
+
+    async def sync(self, key: Any) -> None:
+        namespace, name = split_key(str(key))
+        plan = self.plans.get(name, namespace)
+        if plan is None or plan["metadata"].get("deletionTimestamp"):
+            return
+        target = (plan.get("spec") or {}).get("targetRef") or {}
+        ds = self.daemonsets.get(target.get("name", ""), namespace)
+        if ds is None or target.get("kind") != "DaemonSet":
+            status = dict(plan.get("status") or {})
+            status["message"] = f"DaemonSet {target.get('name')!r} not found"
+            await self._write_status(plan, status)
+            return
+        uid = ds["metadata"]["uid"]
+        revisions = [r for r in self.revisions.by_index(OWNER_INDEX, uid)]
+        cur = current_revision(ds, revisions)
+        if cur is None:
+            return  # the DaemonSet controller has not snapshotted this template yet
+        hash_ = history.revision_hash(cur)
+        now = time.time()
+        obs = observe(plan, ds, self.nodes.list(), self.pods.by_index(OWNER_INDEX, uid), hash_=hash_, now=now)
+        decision = decide(plan, update_hash=hash_, ds_generation=int(ds["metadata"].get("generation") or 0),
+                          obs=obs, now=now)
+        if decision.rollback is not None:
+            generation = await self._rollback(ds, revisions, decision.status.get("stableRevision") or "",
+                                              decision.rollback)
+            decision.status["rollbackGeneration"] = generation
+        for type_, reason, message in decision.events:
+            self.recorder.event(plan, type_, reason, message)
+            self.recorder.event(ds, type_, reason, f"RolloutPlan {name}: {message}")
+        await self._write_status(plan, decision.status)
+        if decision.requeue_after is not None:
+            self.queue.add_after(key, decision.requeue_after)
+
+    async def _write_status(self, plan: dict[str, Any], status: dict[str, Any]) -> None:
+        if status == (plan.get("status") or {}):
+            return
+        updated = deep_copy(plan)
+        updated["status"] = status
+        try:
+            await self.client.update(PLAN_RESOURCE, updated, namespace=plan["metadata"]["namespace"],
+                                     subresource="status")
+        except ApiError as exc:
+            if exc.code != 404:
+                raise
+
+    async def _rollback(self, ds: dict[str, Any], revisions: list[dict[str, Any]], stable: str,
+                        cause: str) -> int:
+        """Put the DaemonSet's template back to the stable revision (``kubectl rollout undo``)."""
+        rev = next((r for r in revisions if history.revision_hash(r) == stable), None)
+        if rev is None:
+            raise ApiError(404, "NotFound", f"stable revision {stable} of DaemonSet "
+                                            f"{ds['metadata']['name']} is gone; cannot roll back")
+        data = rev.get("data") or {}
+        body = {"metadata": {"annotations": {CHANGE_CAUSE: cause}}, **data}
+        ns = ds["metadata"]["namespace"]
+        patched = await self.client.patch(DS_RESOURCE, ds["metadata"]["name"], body, namespace=ns,
+                                          patch_type="strategic")
+        try:  # kubectl rollout history reads the change-cause from the revision
+            await self.client.patch(history.RESOURCE, rev["metadata"]["name"],
+                                    {"metadata": {"annotations": {CHANGE_CAUSE: cause}}}, namespace=ns,
+                                    patch_type="merge")
+        except ApiError as exc:
+            log.debug("annotating revision %s failed: %s", rev["metadata"]["name"], exc)
+        log.info("rolled back DaemonSet %s/%s to revision %s: %s", ns, ds["metadata"]["name"], stable, cause)
+        return int(patched["metadata"].get("generation") or 0)
