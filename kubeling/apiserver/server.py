@@ -93,6 +93,9 @@ class ApiServer:
         self.handlers = ResourceHandlers(self)
         self.ready = False
         self.app = self._build_app()
+        from kubeling.apiextensions.wiring import install  # CRDs and admission webhooks
+
+        self.apiextensions = install(self)
 
     # ---- app --------------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
@@ -179,33 +182,27 @@ class ApiServer:
         return web.Response(body=orjson.dumps(body), headers={"Content-Type": ctype, "Vary": "Accept"})
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
-        from kubeling.api import openapi
-
         if not _accepts_json(request.headers.get("Accept", "")):
             # kubectl asks for the protobuf form first and falls back to JSON on 406
             raise errors.StatusError(406, "NotAcceptable",
                                      "only the following media types are accepted: application/json")
-        return web.Response(body=openapi.openapi_v2(), content_type="application/json")
+        return web.Response(body=self.apiextensions.openapi_v2(), content_type="application/json")
 
     async def openapi_v3_index(self, request: web.Request) -> web.Response:
-        from kubeling.api import openapi
-
-        return json_response(openapi.openapi_v3_index())
+        return json_response(self.apiextensions.openapi_v3_index())
 
     async def openapi_v3_doc(self, request: web.Request) -> web.Response:
-        from kubeling.api import openapi
-
         path = request.match_info["path"]
-        body = openapi.openapi_v3_doc(path)
+        body = self.apiextensions.openapi_v3_doc(path)
         if body is None:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource")
         headers = {"Content-Type": "application/json"}
         want = request.query.get("hash")
-        if want and want == openapi.openapi_v3_hash(path):
+        if want and want == self.apiextensions.openapi_v3_hash(path):
             headers["Cache-Control"] = "public, immutable"
         elif want:
             # a stale hash: send the client to the current document, as upstream does
-            raise web.HTTPMovedPermanently(f"/openapi/v3/{path}?hash={openapi.openapi_v3_hash(path)}")
+            raise web.HTTPMovedPermanently(f"/openapi/v3/{path}?hash={self.apiextensions.openapi_v3_hash(path)}")
         else:
             headers["Cache-Control"] = "no-cache, private"
         return web.Response(body=body, headers=headers)
