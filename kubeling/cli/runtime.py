@@ -3,6 +3,12 @@
 The component table is one explicit list: name -> "module:Class". Each class
 takes ``(client, factory)`` and has ``async run()``; it talks to the API server
 only through that client.
+
+With leader election (``kubeling controller-manager`` and ``kubeling scheduler`` run as
+their own processes, several replicas each) the components are built only once this
+replica holds the Lease, on a fresh informer factory, and torn down when it loses the
+Lease; the replica then campaigns again (upstream's binaries exit instead and rely on
+their supervisor to restart them: same effect, no process restart needed here).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import socket
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,12 +63,47 @@ class Running:
     client: Any
     factory: Any
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    elector: Any = None
 
 
-async def start_apiserver(*, data_dir: Path, port: int, store_url: str, bind_address: str = "127.0.0.1") -> RunningApi:
+@dataclass(frozen=True)
+class LeaderElection:
+    """Upstream's --leader-elect-* settings; the Lease is ``kube-system/<lease_name>``."""
+
+    lease_name: str
+    namespace: str = "kube-system"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    identity: str = ""
+
+    def holder_identity(self) -> str:
+        # upstream: <hostname>_<uuid>, unique per process even on one machine
+        return self.identity or f"{socket.gethostname()}_{uuid.uuid4()}"
+
+
+def _share_pki(data_dir: Path, pki_dir: Path) -> None:
+    """Make ``data_dir/pki`` the shared PKI directory (a symlink), so every API server of a
+    cluster serves the same certificate and accepts the same tokens."""
+    link = data_dir / "pki"
+    pki_dir = pki_dir.expanduser().resolve()
+    if link.is_symlink() or link.exists():
+        if link.resolve() != pki_dir:
+            raise ValueError(f"{link} already exists and is not {pki_dir}; use a fresh --data-dir")
+        return
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(pki_dir, target_is_directory=True)
+
+
+async def start_apiserver(*, data_dir: Path, port: int, store_url: str, bind_address: str = "127.0.0.1",
+                          pki_dir: Path | None = None) -> RunningApi:
+    """Serve on ``port``; ``pki_dir``: the CA, serving certificate and tokens another API server of the
+    same cluster made (created there when missing)."""
     from kubeling.storage import open_store
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    if pki_dir is not None:
+        _share_pki(data_dir, pki_dir)
     pki = certs.ensure_pki(data_dir)
     store = open_store(store_url, data_dir)
     await store.start()
@@ -83,16 +126,42 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-async def start_components(kubeconfig: Path, *, nodes: int | None, options: dict[str, dict[str, Any]] | None = None,
-                           only: list[str] | None = None) -> Running:
-    """Build the components (each with its own options), create the initial nodes, start them all."""
+def client_config(kubeconfig: Path, servers: str | list[str] | None = None) -> Any:
+    """The kubeconfig's credentials; ``servers`` (a list or comma-separated URLs) overrides its server,
+    so a component can fail over between several API servers."""
     from kubeling.client.config import ClientConfig
+
+    config = ClientConfig.from_kubeconfig(kubeconfig)
+    if servers:
+        config.server = servers if isinstance(servers, list) else [s for s in servers.split(",") if s.strip()]
+    return config
+
+
+async def start_components(kubeconfig: Path, *, nodes: int | None, options: dict[str, dict[str, Any]] | None = None,
+                           only: list[str] | None = None, servers: str | list[str] | None = None,
+                           leader_election: LeaderElection | None = None) -> Running:
+    """Build the components (each with its own options), create the initial nodes, start them all.
+
+    ``servers`` overrides the kubeconfig's server with several (fail-over on connection errors).
+    With ``leader_election`` the components run only while this process holds the Lease.
+    """
     from kubeling.client.informer import InformerFactory
     from kubeling.client.rest import Client
 
-    client = Client(ClientConfig.from_kubeconfig(kubeconfig))
-    factory = InformerFactory(client)
-    running = Running(client, factory)
+    client = Client(client_config(kubeconfig, servers))
+    if leader_election is None:
+        factory = InformerFactory(client)
+        running = Running(client, factory)
+        running.tasks += await _start_instances(client, factory, nodes=nodes, options=options, only=only)
+        return running
+    running = Running(client, None)
+    running.tasks.append(asyncio.create_task(_campaign(running, leader_election, nodes=nodes, options=options,
+                                                       only=only), name="leader-election"))
+    return running
+
+
+async def _start_instances(client: Any, factory: Any, *, nodes: int | None,
+                           options: dict[str, dict[str, Any]] | None, only: list[str] | None) -> list[asyncio.Task[Any]]:
     instances: list[tuple[str, Any]] = []
     for name, path in COMPONENTS:
         if only is not None and name not in only:
@@ -109,13 +178,49 @@ async def start_components(kubeconfig: Path, *, nodes: int | None, options: dict
 
         await create_initial_nodes(client, nodes)
     factory.start()
-    for name, inst in instances:
-        task = asyncio.create_task(_supervise(name, inst), name=f"component-{name}")
-        running.tasks.append(task)
+    tasks = [asyncio.create_task(_supervise(name, inst), name=f"component-{name}") for name, inst in instances]
     # components that ask for informers lazily, in run(), get them started too
     await asyncio.sleep(0)
     factory.start()
-    return running
+    return tasks
+
+
+async def _campaign(running: Running, le: LeaderElection, *, nodes: int | None,
+                    options: dict[str, dict[str, Any]] | None, only: list[str] | None) -> None:
+    """Campaign for the Lease; lead while holding it; after losing it, stop and campaign again."""
+    from kubeling.client.informer import InformerFactory
+    from kubeling.client.leaderelection import LeaderElector
+
+    identity = le.holder_identity()
+
+    async def lead() -> None:
+        log.info("%s: leading %s/%s; starting %s", identity, le.namespace, le.lease_name, ", ".join(only or []))
+        while True:  # runs until leadership is lost (cancelled); a failed start is retried
+            factory = InformerFactory(running.client)
+            running.factory = factory
+            tasks: list[asyncio.Task[Any]] = []
+            try:
+                tasks = await _start_instances(running.client, factory, nodes=nodes, options=options, only=only)
+                await asyncio.Event().wait()
+            except Exception:  # noqa: BLE001 - holding the Lease while running nothing helps nobody
+                log.exception("starting components failed; retrying")
+            finally:
+                await _stop_tasks(tasks)
+                with contextlib.suppress(Exception):
+                    await factory.stop()
+                running.factory = None
+            await asyncio.sleep(le.retry_period)
+
+    while True:
+        elector = LeaderElector(running.client, le.lease_name, le.namespace, identity, lead,
+                                lease_duration=le.lease_duration, renew_deadline=le.renew_deadline,
+                                retry_period=le.retry_period,
+                                on_new_leader=lambda who: log.info("new leader of %s/%s: %s", le.namespace,
+                                                                   le.lease_name, who))
+        running.elector = elector
+        await elector.run()
+        log.warning("%s: leader election lost for %s/%s; controllers stopped, campaigning again", identity,
+                    le.namespace, le.lease_name)
 
 
 async def _supervise(name: str, inst: Any) -> None:
@@ -133,13 +238,19 @@ async def _supervise(name: str, inst: Any) -> None:
             delay = min(delay * 2, 30.0)
 
 
-async def stop_components(running: Running) -> None:
-    for t in running.tasks:
+async def _stop_tasks(tasks: list[asyncio.Task[Any]]) -> None:
+    for t in tasks:
         t.cancel()
-    for t in running.tasks:
+    for t in tasks:
         with contextlib.suppress(BaseException):
             await t
-    with contextlib.suppress(Exception):
-        await running.factory.stop()
+
+
+async def stop_components(running: Running) -> None:
+    # cancelling the leader-election task releases the Lease, so a standby takes over at once
+    await _stop_tasks(running.tasks)
+    if running.factory is not None:
+        with contextlib.suppress(Exception):
+            await running.factory.stop()
     with contextlib.suppress(Exception):
         await running.client.close()
