@@ -44,6 +44,7 @@ DS_RESOURCE = "daemonsets.apps"
 BURST_REPLICAS = 250          # upstream's burstReplicas: most creates or deletes per sync
 SLOW_START_INITIAL_BATCH = 1
 EXPECTATIONS_TTL = 300.0
+AMBIGUOUS_CREATE_WAIT = 15.0  # how long a create with an unknown outcome holds further creates back
 CONTROLLER_UID_INDEX = "daemonset-controller-uid"
 PLAN_RESOURCE = "rolloutplans.v1alpha1.rollouts.kubeling.io"
 ORPHAN_INDEX = "orphan-namespace"
@@ -86,6 +87,12 @@ class Expectations:
 
     def deletion_observed(self, key: str) -> None:
         self.lower(key, 0, 1)
+
+    def expire_within(self, key: str, seconds: float) -> None:
+        """Let the expectations of key lapse after at most ``seconds`` (an outcome we cannot know)."""
+        e = self._exp.get(key)
+        if e is not None:
+            e[2] = min(e[2], time.monotonic() - self.ttl + seconds)
 
     def satisfied(self, key: str) -> bool:
         e = self._exp.get(key)
@@ -378,7 +385,13 @@ class DaemonSetController:
                                            return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             for exc in failed:
-                self.expectations.creation_observed(key)
+                if isinstance(exc, ApiError) and exc.code != 504:
+                    self.expectations.creation_observed(key)  # the server answered: nothing was created
+                else:
+                    # the connection broke after sending: the pod may exist. Keep expecting it (the
+                    # informer will show it) for a short while rather than risk a second daemon pod.
+                    self.expectations.expire_within(key, AMBIGUOUS_CREATE_WAIT)
+                    self._enqueue(ds, after=AMBIGUOUS_CREATE_WAIT + 0.5)
                 errors.append(exc)
             pos += batch
             skipped = len(to_create) - pos
