@@ -5,7 +5,7 @@ registers what a kubelet would (labels, status, a podCIDR as node-ipam would), r
 kube-node-lease and posts status on upstream's cadence; per pod bound to an adopted node it walks
 the pod stages of :mod:`kubeling.nodes.stages`. Thousands of nodes stay cheap: no task per node or
 pod; two work queues whose delayed adds are the pods' timers, and one lease ticker that renews a
-tenth of the nodes per tick (nodes spread over ticks by a hash of their name). Writes are patches
+fortieth of the nodes per tick (nodes spread over ticks by a hash of their name). Writes are patches
 (strategic merge on status, so conditions others own, like NetworkUnavailable, survive).
 """
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 LEASES = "leases.coordination.k8s.io"
 LEASE_NAMESPACE = "kube-node-lease"
-LEASE_BUCKETS = 10
+LEASE_BUCKETS = 40  # ticks per renewal round: renewals spread evenly, not in bursts
 GRACE_ENV = "KUBELING_NODE_MONITOR_GRACE_PERIOD"
 DEFAULT_LEASE_DURATION = 40
 CONTROL_PLANE = "control-plane"
@@ -47,17 +47,38 @@ def default_lease_duration() -> int:
         return DEFAULT_LEASE_DURATION
 
 
-async def create_initial_nodes(client: Client, n: int) -> None:
-    """``kubeling up --nodes N``: node-1..node-N and a kubeadm-style control-plane node (idempotent)."""
+async def create_initial_nodes(client: Client, n: int, *, clock: Any = time.time) -> None:
+    """``kubeling up --nodes N``: node-1..node-N and a kubeadm-style control-plane node (idempotent).
+
+    Each node is registered as a kubelet registers itself: labels, status (capacity, conditions,
+    addresses) and, as node-ipam would, a podCIDR, all in the one create. So a node is Ready from
+    its first revision and the fleet has nothing to patch afterwards (at 5,000 nodes that is the
+    difference between one write per node and four).
+    """
     if n <= 0:
         return
+    existing = await client.list_all("nodes", page_size=1000)
+    have = {item["metadata"]["name"] for item in existing.get("items") or []}
+    used = {idx for item in existing.get("items") or []
+            if (idx := stages.index_of_pod_cidr(_spec(item).get("podCIDR"))) is not None}
     bodies = [{"apiVersion": "v1", "kind": "Node",
                "metadata": {"name": CONTROL_PLANE, "labels": {CONTROL_PLANE_ROLE: "",
                                                               "kubernetes.io/hostname": CONTROL_PLANE}},
                "spec": {"taints": [{"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"}]}}]
     bodies += [{"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": f"node-{i}", "labels": {"kubernetes.io/hostname": f"node-{i}"}}}
+                "metadata": {"name": f"node-{i}", "labels": {"kubernetes.io/hostname": f"node-{i}"}}, "spec": {}}
                for i in range(1, n + 1)]
+    bodies = [b for b in bodies if b["metadata"]["name"] not in have]
+    idx = 0
+    now = clock()
+    for body in bodies:
+        while idx in used:
+            idx += 1
+        used.add(idx)
+        patch = stages.node_metadata_patch(body, cidr_index=idx) or {}
+        body["metadata"]["labels"].update((patch.get("metadata") or {}).get("labels") or {})
+        body["spec"].update(patch.get("spec") or {})
+        body["status"] = stages.node_status(body, stages.Ctx(now=now))
     sem = asyncio.Semaphore(32)
 
     async def create(body: Obj) -> None:
@@ -272,32 +293,67 @@ class NodeFleet:
             self.node_queue.add_after(name, p.wait + 0.05)
 
     async def _lease_loop(self) -> None:
+        """Renew every registered node's Lease each quarter of its duration, one bucket per tick.
+
+        Ticks follow the clock, not the end of the previous tick's writes, and the ticker does not
+        wait for its renewals: a slow API server makes single renewals late, never the whole
+        schedule. A node whose renewal is still in flight is skipped rather than piled up.
+        Nodes not yet registered (no Lease written by ``_sync_node``) are left to their sync.
+        """
         interval = self.lease_duration / 4  # upstream renews at a quarter of the lease duration
+        tick_len = interval / LEASE_BUCKETS
+        loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(64)
-        tick = 0
+        inflight: set[str] = set()
+        tasks: set[asyncio.Task[None]] = set()
 
         async def renew(name: str) -> None:
-            node = self.nodes.get(name)
-            if node is None or not stages.is_adopted(node) or "unreachable" in node_simulations(node):
-                return
-            async with sem:
-                try:
+            try:
+                async with sem:
+                    node = self.nodes.get(name)
+                    if node is None or not stages.is_adopted(node) or "unreachable" in node_simulations(node):
+                        return
                     await self._renew_lease(node, self.clock())
-                except ApiError as e:
-                    log.debug("lease %s: %s", name, e)
-                except Exception as e:  # connection trouble: the next tick retries
-                    log.info("lease %s: %r", name, e)
+            except ApiError as e:
+                log.debug("lease %s: %s", name, e)
+            except Exception as e:  # connection trouble: the next round retries
+                log.info("lease %s: %r", name, e)
+            finally:
+                inflight.discard(name)
 
-        while True:
-            await asyncio.sleep(interval / LEASE_BUCKETS)
-            names = list(self._buckets[tick % LEASE_BUCKETS])
-            tick += 1
-            if names:
-                await asyncio.gather(*(renew(n) for n in names))
+        tick = 0
+        next_tick = loop.time()
+        try:
+            while True:
+                next_tick += tick_len
+                delay = next_tick - loop.time()
+                if delay < -interval:  # the loop was stalled for a whole round: start afresh
+                    next_tick = loop.time()
+                await asyncio.sleep(max(delay, 0.0))
+                for name in self._buckets[tick % LEASE_BUCKETS]:
+                    if name in self._lease_owner and name not in inflight:
+                        inflight.add(name)
+                        t = asyncio.create_task(renew(name))
+                        tasks.add(t)
+                        t.add_done_callback(tasks.discard)
+                tick += 1
+        finally:
+            for t in list(tasks):
+                t.cancel()
 
     async def _renew_lease(self, node: Obj, now: float) -> None:
-        name, uid = node["metadata"]["name"], node["metadata"].get("uid", "")
+        meta = node["metadata"]
+        name, uid = meta["name"], meta.get("uid", "")
         body = stages.lease_body(node, now=now, duration=self.lease_duration)
+        if name not in self._lease_owner and not self._probably_has_lease(node, now):
+            # a node just registered: its Lease is new too, so create first (one write, not a 404 and two)
+            try:
+                await self._create_lease(body)
+                self._lease_owner[name] = uid
+                return
+            except ApiError as e:
+                if not is_already_exists(e):
+                    raise
         patch: Obj = {"spec": body["spec"]}
         if self._lease_owner.get(name) != uid:
             patch["metadata"] = {"ownerReferences": body["metadata"]["ownerReferences"]}
@@ -308,6 +364,11 @@ class NodeFleet:
                 raise
             await self._create_lease(body)
         self._lease_owner[name] = uid
+
+    def _probably_has_lease(self, node: Obj, now: float) -> bool:
+        """A node older than a lease period has most likely had a Lease written (a restarted fleet)."""
+        created = stages.parse_time((node.get("metadata") or {}).get("creationTimestamp"))
+        return created is not None and now - created > self.lease_duration
 
     async def _create_lease(self, body: Obj) -> None:
         try:

@@ -64,6 +64,8 @@ class NodeInfo:
     nonzero: dict[str, int] = field(default_factory=dict)  # cpu/memory with upstream's non-zero defaults
     used_ports: set[tuple[str, str, int]] = field(default_factory=set)  # (ip, protocol, port)
     allocatable: dict[str, int] = field(default_factory=dict)
+    # neither cordoned nor tainted: for a pod without node constraints only resources can reject it
+    plain: bool = True
 
     def __post_init__(self) -> None:
         self.set_node(self.node)
@@ -78,6 +80,8 @@ class NodeInfo:
             except Exception:  # noqa: BLE001 - a malformed quantity counts as none
                 parsed[r] = 0
         self.allocatable = parsed
+        spec = node.get("spec") or {}
+        self.plain = not spec.get("unschedulable") and not spec.get("taints")
 
     @property
     def name(self) -> str:
@@ -92,6 +96,7 @@ class NodeInfo:
         c.nonzero = dict(self.nonzero)
         c.used_ports = set(self.used_ports)
         c.allocatable = self.allocatable
+        c.plain = self.plain
         return c
 
 

@@ -166,5 +166,9 @@ class SchedulingQueue:
             else:
                 self._to_active(key)
 
+    def active(self) -> int:
+        """Pods in activeQ (ready to be tried now)."""
+        return len(self._in_active)
+
     def pending(self) -> int:
         return len(self._in_active) + len(self._in_backoff) + len(self.unschedulable)
