@@ -33,15 +33,25 @@ class Admission:
     def __init__(self, registry: Registry, catalogue: Any) -> None:
         self.registry = registry
         self.catalogue = catalogue
+        self._resources: dict[tuple[str, str], Resource] = {}
 
     def _res(self, group: str, plural: str) -> Resource:
-        res = self.catalogue.lookup(group, "v1", plural)
-        assert res is not None, plural
+        res = self._resources.get((group, plural))
+        if res is None:
+            res = self.catalogue.lookup(group, "v1", plural)
+            assert res is not None, plural
+            self._resources[(group, plural)] = res
         return res
 
     async def _get_or_none(self, group: str, plural: str, namespace: str | None, name: str) -> Obj | None:
-        res = self._res(group, plural)
-        return await self.registry.store.get(self.registry.key(res, namespace, name))
+        """The object, read-only: every create looks up its namespace (and a pod its ServiceAccount),
+        so a store that can serve a shared decoded copy (``peek``) is asked for that."""
+        key = self.registry.key(self._res(group, plural), namespace, name)
+        store = self.registry.store
+        peek = getattr(store, "peek", None)
+        if peek is not None:
+            return peek(key)
+        return await store.get(key)
 
     async def admit_create(self, resource: Resource, obj: Obj, *, user: dict[str, Any] | None) -> None:
         meta = obj["metadata"]

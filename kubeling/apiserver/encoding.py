@@ -47,7 +47,9 @@ def decode_body(raw: bytes, content_type: str) -> Any:
 
 def wants(accept: str, as_kind: str) -> bool:
     """True when the Accept header asks for ``as=<as_kind>`` in meta.k8s.io v1 (or v1beta1)."""
-    for part in (accept or "").split(","):
+    if not accept or "as=" not in accept:
+        return False  # plain JSON (nearly every request): no parsing
+    for part in accept.split(","):
         params = {}
         for p in part.split(";")[1:]:
             k, _, v = p.strip().partition("=")

@@ -32,11 +32,28 @@ Obj = dict[str, Any]
 
 JSON = "application/json"
 BOOKMARK_INTERVAL = 30.0  # seconds between watch bookmarks (upstream: about a minute)
+_COALESCE_FRAMES = 1000  # a watch's reader waits once this many frames wait for the connection
 _FIELD_VALIDATION = {"Strict", "Warn", "Ignore"}
 
 
+# Go's encoding/json (so kube-apiserver) escapes these in strings; orjson does not. Clients compare
+# bytes of embedded raw JSON (kubectl rollout undo: ControllerRevision data vs its own json.Marshal),
+# so responses must carry Go's escapes. Outside strings JSON never contains these characters.
+_GO_ESCAPES = ((b"&", b"\\u0026"), (b"<", b"\\u003c"), (b">", b"\\u003e"),
+               ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+
+
+def go_json(body: Any) -> bytes:
+    """orjson's encoding with Go's HTML-safe string escapes, as kube-apiserver writes JSON."""
+    data = orjson.dumps(body)
+    for raw, escaped in _GO_ESCAPES:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
+
+
 def json_response(body: Any, status: int = 200, *, warnings: list[str] | None = None) -> web.Response:
-    resp = web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
+    resp = web.Response(body=go_json(body), status=status, content_type=JSON)
     for w in warnings or []:
         resp.headers.add("Warning", f'299 - "{_quote_warning(w)}"')
     return resp
@@ -61,6 +78,11 @@ async def read_raw(request: web.Request) -> bytes:
     """The whole body, refused with 413 past upstream's 3 MiB limit (a single read() may stop early)."""
     if request.content_length is not None and request.content_length > encoding.MAX_BODY:
         raise errors.too_large()
+    if request.content_length is not None:  # the usual case: one read of a known size
+        try:
+            return await request.content.readexactly(request.content_length)
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -444,15 +466,19 @@ class ResourceHandlers:
         self.server.metrics.watchers_inc(res)
         last_rv = str(self.registry.store.current_revision())
 
+        plain = not as_table and not as_meta
+
         def frame(kind: str, obj: Obj) -> bytes:
             if kind in ("ADDED", "MODIFIED", "DELETED"):
+                if plain:
+                    return _FRAMES.frame(kind, obj)  # shared by every watcher of this event
                 if as_table:
                     table = self.server.tables.to_table(res, [obj], include_object=include)
                     table.setdefault("metadata", {})["resourceVersion"] = obj["metadata"].get("resourceVersion", "")
                     obj = table
-                elif as_meta:
+                else:
                     obj = encoding.partial_metadata(obj)
-            return orjson.dumps({"type": kind, "object": obj}) + b"\n"
+            return go_json({"type": kind, "object": obj}) + b"\n"
 
         def bookmark(rv: str, initial_end: bool = False) -> bytes:
             meta: Obj = {"resourceVersion": rv}
@@ -462,56 +488,127 @@ class ResourceHandlers:
             if as_table or as_meta:
                 obj = {"kind": "PartialObjectMetadata" if as_meta else res.kind,
                        "apiVersion": "meta.k8s.io/v1" if as_meta else res.api_version, "metadata": meta}
-            return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+            return go_json({"type": "BOOKMARK", "object": obj}) + b"\n"
 
-        deadline = asyncio.get_running_loop().time() + timeout
+        def encode(item: tuple[str, Obj]) -> bytes:
+            nonlocal last_rv
+            kind, obj = item
+            if kind == "INITIAL_END":
+                last_rv = str(obj["revision"])
+                return bookmark(last_rv, True)
+            last_rv = obj["metadata"].get("resourceVersion", last_rv)
+            return frame(kind, obj)
+
+        # A reader task encodes events into ``frames`` as they come; this coroutine writes whatever
+        # has gathered as one chunk (a group commit's events leave in one write, not one each) and
+        # the bookmarks. No task per event; back-pressure: the reader waits while frames pile up.
+        frames: list[bytes] = []
+        wake = asyncio.Event()  # frames to write, the reader stopped, a bookmark or the deadline is due
+        room = asyncio.Event()
+        room.set()
+        outcome: list[BaseException | None] = []  # the reader's end: [None] or [its exception]
+
+        async def read(waiting: asyncio.Future[tuple[str, Obj]] | None) -> None:
+            try:
+                while True:
+                    try:
+                        item = await waiting if waiting is not None else await events.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    waiting = None
+                    frames.append(encode(item))
+                    wake.set()
+                    if len(frames) >= _COALESCE_FRAMES:
+                        room.clear()
+                        await room.wait()
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - handed to the writer (410 and the like)
+                outcome.append(exc)
+            finally:
+                wake.set()
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        due = {"bookmark": False, "deadline": False}
+
+        def alarm(what: str) -> None:
+            due[what] = True
+            wake.set()
+
+        timers = [loop.call_later(timeout, alarm, "deadline"), loop.call_later(BOOKMARK_INTERVAL, alarm, "bookmark")]
+        reader: asyncio.Task[None] | None = None
         try:
             if first is not None:
-                kind, obj = first
-                if kind == "INITIAL_END":
-                    last_rv = str(obj["revision"])
-                    await resp.write(bookmark(last_rv, True))
-                else:
-                    last_rv = obj["metadata"].get("resourceVersion", last_rv)
-                    await resp.write(frame(kind, obj))
+                await resp.write(encode(first))
+            reader = asyncio.ensure_future(read(pending))
+            pending = None  # type: ignore[assignment]  # the reader owns it now
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(events.__anext__())
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+                await wake.wait()
+                wake.clear()
+                if frames:
+                    chunk = b"".join(frames)
+                    frames.clear()
+                    room.set()
+                    await resp.write(chunk)
+                if due["deadline"] or loop.time() >= deadline:
                     break
-                done, _ = await asyncio.wait({pending}, timeout=min(BOOKMARK_INTERVAL, remaining))
-                if not done:
+                if frames:
+                    continue  # more came during the write
+                if outcome:
+                    if outcome[0] is not None:
+                        raise outcome[0]
+                    break
+                if due["bookmark"]:
+                    due["bookmark"] = False
+                    timers[1] = loop.call_later(BOOKMARK_INTERVAL, alarm, "bookmark")
                     if bookmarks:
                         await resp.write(bookmark(str(max(int(last_rv or 0),
                                                           self.registry.store.current_revision()))))
-                    continue
-                try:
-                    kind, obj = pending.result()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    pending = None  # type: ignore[assignment]
-                if kind == "INITIAL_END":
-                    last_rv = str(obj["revision"])
-                    await resp.write(bookmark(last_rv, True))
-                    continue
-                last_rv = obj["metadata"].get("resourceVersion", last_rv)
-                await resp.write(frame(kind, obj))
         except errors.StatusError as exc:
             with contextlib.suppress(Exception):
-                await resp.write(orjson.dumps({"type": "ERROR", "object": exc.status}) + b"\n")
+                await resp.write(go_json({"type": "ERROR", "object": exc.status}) + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            if pending is not None:
-                pending.cancel()
+            for timer in timers:
+                timer.cancel()
+            for task in (pending, reader):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
             self.server.metrics.watchers_dec(res)
         with contextlib.suppress(Exception):
             await resp.write_eof()
         return resp
+
+
+class _FrameCache:
+    """Watch frames of the newest events, encoded once for all the watchers that send them.
+
+    Keyed by the event object's identity (the store hands every watcher the same read-only
+    dict); an entry keeps its object alive, so an id is never reused while it is cached.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._frames: dict[int, tuple[Obj, str, bytes]] = {}
+
+    def frame(self, kind: str, obj: Obj) -> bytes:
+        hit = self._frames.get(id(obj))
+        if hit is not None and hit[0] is obj and hit[1] == kind:
+            return hit[2]
+        data = go_json({"type": kind, "object": obj}) + b"\n"
+        frames = self._frames
+        if len(frames) >= self._size:
+            del frames[next(iter(frames))]
+        frames[id(obj)] = (obj, kind, data)
+        return data
+
+
+_FRAMES = _FrameCache()
 
 
 def _single_name(selector: Any) -> str | None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import secrets
-import uuid
+import os
+import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +32,46 @@ Obj = dict[str, Any]
 _ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
 
 
+_now_cache: tuple[int, str] = (0, "")
+
+
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current second in RFC 3339; formatted once per second (every create stamps one)."""
+    global _now_cache
+    second = int(time.time())
+    if _now_cache[0] != second:
+        _now_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _now_cache[1]
 
 
 def random_suffix(n: int = 5) -> str:
-    return "".join(secrets.choice(_ALPHANUMS) for _ in range(n))
+    # upstream's utilrand.String is math/rand too: names need to be unlikely to collide, not secret
+    return "".join(random.choices(_ALPHANUMS, k=n))
+
+
+_uid_pool = b""
+_uid_next = 0
+
+
+def _reset_uid_pool() -> None:
+    global _uid_pool, _uid_next
+    _uid_pool, _uid_next = b"", 0
+
+
+os.register_at_fork(after_in_child=_reset_uid_pool)  # a forked child must not repeat our UIDs
+
+
+def new_uid() -> str:
+    """A random (version 4) UUID, like uuid.uuid4() but from a pooled urandom read (one syscall per 256)."""
+    global _uid_pool, _uid_next
+    if _uid_next >= len(_uid_pool):
+        _uid_pool, _uid_next = os.urandom(16 * 256), 0
+    raw = bytearray(_uid_pool[_uid_next:_uid_next + 16])
+    _uid_next += 16
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def deep_copy(obj: Obj) -> Obj:
@@ -226,7 +261,7 @@ class Registry:
         errs = strategy.validate(obj)
         if errs:
             raise errors.invalid_error(resource.group, resource.kind, meta.get("name", ""), errs)
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = new_uid()
         meta["creationTimestamp"] = now_rfc3339()
         if hasattr(strategy, "canonicalize"):
             strategy.canonicalize(obj)

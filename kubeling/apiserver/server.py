@@ -24,6 +24,7 @@ from prometheus_client import (
 )
 
 from kubeling.api import errors
+from kubeling.apiserver import gctuning
 from kubeling.apiserver.admission import Admission
 from kubeling.apiserver.handlers import ResourceHandlers, json_response
 from kubeling.apiserver.registry import Registry
@@ -58,6 +59,20 @@ class Metrics:
                               ["group", "kind"], registry=self.registry)
         self.storage_objects = Gauge("apiserver_storage_objects", "Number of stored objects",
                                      ["resource"], registry=self.registry)
+        # labels() builds and checks a key per call; every request would pay that twice
+        self._children: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+    def observe(self, verb: str, res: Any, sub: str, code: int, seconds: float | None) -> None:
+        """Count a request (and its latency unless ``seconds`` is None, as for watches)."""
+        key = (verb, res.group, res.version, res.plural, sub, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(verb, res.group, res.version, res.plural, sub, str(code)),
+                None if seconds is None else self.latency.labels(verb, res.group, res.version, res.plural, sub))
+        children[0].inc()
+        if seconds is not None and children[1] is not None:
+            children[1].observe(seconds)
 
     def watchers_inc(self, res: Any) -> None:
         self.watchers.labels(res.group, res.kind).inc()
@@ -112,6 +127,7 @@ class ApiServer:
         app.router.add_get("/openapi/v3", self.openapi_v3_index)
         app.router.add_get("/openapi/v3/{path:.+}", self.openapi_v3_doc)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        gctuning.install(app)  # short GC pauses: freezes long-lived objects after start-up
         return app
 
     @web.middleware
@@ -139,10 +155,8 @@ class ApiServer:
                 info = request.get("info")
                 verb = _verb(request.method, request, bool(info and info.name))
                 sub = (info.subresource if info else None) or ""
-                self.metrics.requests.labels(verb, res.group, res.version, res.plural, sub, str(code)).inc()
-                if verb != "WATCH":
-                    self.metrics.latency.labels(verb, res.group, res.version, res.plural, sub).observe(
-                        time.perf_counter() - start)
+                self.metrics.observe(verb, res, sub, code,
+                                     None if verb == "WATCH" else time.perf_counter() - start)
 
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -68,6 +68,10 @@ class GarbageCollector:
             self.informers[res] = inf
         # a dependent to check: ("dep", resource, key); an owner being deleted: ("owner", resource, key)
         self.queue = WorkQueue()
+        # owner uid -> (resource, key) of objects referencing it, across all informers, kept up to date
+        # by the events so an event costs O(its references), not a look into every informer's index.
+        # It may hold a stale pair after a relist (a dependent re-checked for nothing), never miss one.
+        self._dependents_of: dict[str, set[tuple[str, str]]] = {}
         for res, inf in self.informers.items():
             inf.add_handler(self._handler(res))
 
@@ -81,16 +85,28 @@ class GarbageCollector:
             if etype != "DELETED" and meta.get("deletionTimestamp") and (
                     "orphan" in fins or "foregroundDeletion" in fins):
                 self.queue.add(("owner", res, key))
+            self._track_references(res, key, etype, obj, old)
             uid = meta.get("uid")
-            if uid:
+            if uid and (etype == "DELETED" or meta.get("deletionTimestamp")):
                 # dependents of an owner that just went away (or is being deleted) need a look
-                for dep_res, inf in self.informers.items():
-                    for dep in inf.by_index(OWNER_INDEX, uid):
-                        dmeta = dep["metadata"]
-                        dkey = f"{dmeta.get('namespace')}/{dmeta['name']}" if dmeta.get("namespace") else dmeta["name"]
-                        if etype == "DELETED" or meta.get("deletionTimestamp"):
-                            self.queue.add(("dep", dep_res, dkey))
+                for dep in list(self._dependents_of.get(uid) or ()):
+                    self.queue.add(("dep", *dep))
         return on_event
+
+    def _track_references(self, res: str, key: str, etype: str, obj: Obj, old: Obj | None) -> None:
+        now = set() if etype == "DELETED" else set(_owner_uids(obj))
+        before = set(_owner_uids(old)) if old is not None else set()
+        if etype == "DELETED":
+            before.update(_owner_uids(obj))
+        dep = (res, key)
+        for uid in before - now:
+            deps = self._dependents_of.get(uid)
+            if deps is not None:
+                deps.discard(dep)
+                if not deps:
+                    del self._dependents_of[uid]
+        for uid in now:
+            self._dependents_of.setdefault(uid, set()).add(dep)
 
     async def run(self) -> None:
         await asyncio.gather(*(inf.wait_synced() for inf in self.informers.values()))

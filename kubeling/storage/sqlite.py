@@ -146,6 +146,13 @@ def _encode(obj: Obj) -> bytes:
     return orjson.dumps(obj)
 
 
+def _stamped(obj: Obj, revision: int) -> Obj:
+    meta = obj.get("metadata")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta["resourceVersion"] = str(revision)
+    return {**obj, "metadata": meta}
+
+
 @dataclass(slots=True)
 class _Write:
     kind: str  # create / update / delete
@@ -483,6 +490,10 @@ class SqliteStore:
     async def get(self, key: str) -> Obj | None:
         return self.cache.get(key)
 
+    def peek(self, key: str) -> Obj | None:
+        """The live object at key as a shared, read-only dict (cheap repeated lookups: admission)."""
+        return self.cache.peek(key)
+
     async def list(
         self,
         prefix: str,
@@ -534,13 +545,17 @@ class SqliteStore:
     # --- writes --------------------------------------------------------
 
     async def create(self, key: str, obj: Obj) -> Obj:
-        rev, data = await self._submit("create", key, _encode(obj), None)
-        return materialize(data, rev)
+        """See Store.create. Returns ``obj`` stamped with its resourceVersion in a new top-level and
+        metadata dict (decoding the stored bytes again would cost a full copy); the caller's dict
+        is left as it was, the nested values are shared with it."""
+        rev, _data = await self._submit("create", key, _encode(obj), None)
+        return _stamped(obj, rev)
 
     async def update(self, key: str, obj: Obj, *, expected_revision: int) -> Obj:
-        """See Store.update. Writing back the current object unchanged adds no revision (as upstream)."""
-        rev, data = await self._submit("update", key, _encode(obj), expected_revision)
-        return materialize(data, rev)
+        """See Store.update; returns ``obj`` stamped, as create. Writing back the current object
+        unchanged adds no revision (as upstream)."""
+        rev, _data = await self._submit("update", key, _encode(obj), expected_revision)
+        return _stamped(obj, rev)
 
     async def delete(self, key: str, *, expected_revision: int | None = None) -> Obj:
         rev, data = await self._submit("delete", key, None, expected_revision)

@@ -9,7 +9,9 @@ Because all of that happens in one loop callback, a list at revision R and a
 watch from R always line up: nothing is seen twice and nothing is missed.
 
 Objects are kept as the stored JSON bytes (without ``metadata.resourceVersion``)
-and decoded on the way out, so every caller gets its own dict to mutate.
+and decoded on the way out, so every get and list caller gets its own dict to mutate.
+Watch events are decoded once per change and shared by every watcher (read-only),
+and ``peek`` serves a shared read-only dict per key and revision (admission's lookups).
 
 Slow watchers: each watcher has a bounded queue. When a commit finds it full the
 watcher is ended (after it drains what it has), like upstream's cacher ends a
@@ -24,7 +26,7 @@ import bisect
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -32,6 +34,8 @@ from kubeling.storage.interface import Compacted, Event, ListResult, Obj
 
 # The largest code point sorts after every key: the upper bound of the empty prefix.
 _TOP = chr(0x10FFFF)
+_PEEK_ENTRIES = 4096  # peek's memo is dropped whole when it grows past this
+_SHARED_EVENTS = 512  # the newest changes keep their decoded event for the next watcher
 
 
 def prefix_end(prefix: str) -> str:
@@ -61,6 +65,7 @@ class Change:
     data: bytes  # the new state; for DELETED the last state
     prev_data: bytes | None = None
     prev_revision: int = 0
+    event: Event | None = field(default=None, repr=False, compare=False)
 
     def to_event(self) -> Event:
         prev = materialize(self.prev_data, self.prev_revision) if self.prev_data is not None else None
@@ -94,6 +99,8 @@ class WatchCache:
         self._events: deque[Change] = deque()
         self._start = 0  # every change with revision > _start is in _events
         self._watchers: set[_Watcher] = set()
+        self._peeked: dict[str, tuple[int, Obj]] = {}  # key -> (revision, shared decoded object)
+        self._decoded: deque[Change] = deque()  # changes holding a decoded event, oldest first
 
     # --- filling ---------------------------------------------------------
 
@@ -155,6 +162,35 @@ class WatchCache:
         hit = self._live.get(key)
         return materialize(hit[1], hit[0]) if hit else None
 
+    def _shared_event(self, ch: Change) -> Event:
+        """The change as a watch event, decoded once for every watcher (they must not mutate it).
+
+        Only the newest changes keep theirs, so a window of decoded objects never piles up in memory;
+        a watcher far behind decodes its own.
+        """
+        ev = ch.event
+        if ev is None:
+            ev = ch.event = ch.to_event()
+            decoded = self._decoded
+            decoded.append(ch)
+            if len(decoded) > _SHARED_EVENTS:
+                decoded.popleft().event = None
+        return ev
+
+    def peek(self, key: str) -> Obj | None:
+        """The live object at key, decoded once per revision and shared: callers must not mutate it."""
+        hit = self._live.get(key)
+        if hit is None:
+            return None
+        memo = self._peeked.get(key)
+        if memo is not None and memo[0] == hit[0]:
+            return memo[1]
+        obj = materialize(hit[1], hit[0])
+        if len(self._peeked) >= _PEEK_ENTRIES:
+            self._peeked.clear()
+        self._peeked[key] = (hit[0], obj)
+        return obj
+
     def list(self, prefix: str, *, limit: int = 0, start_after: str | None = None) -> ListResult:
         keys, live = self._keys, self._live
         lo = bisect.bisect_left(keys, prefix)
@@ -197,7 +233,7 @@ class WatchCache:
         self._watchers.add(w)
         try:
             for ch in backlog:
-                yield ch.to_event()
+                yield self._shared_event(ch)
             while True:
                 if w.closed and w.queue.empty():
                     return
@@ -205,6 +241,6 @@ class WatchCache:
                 if ch is None:
                     return
                 if ch.revision > revision:  # a watch from a future revision skips older ones
-                    yield ch.to_event()
+                    yield self._shared_event(ch)
         finally:
             self._watchers.discard(w)

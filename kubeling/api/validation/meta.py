@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 from kubeling.api.errors import FieldError, forbidden, invalid, required
@@ -42,6 +44,29 @@ def _max(n: int) -> str:
     return f"must be no more than {n} characters"
 
 
+_KNOWN_VALID_LIMIT = 50_000
+
+
+def _remember_valid(check: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """Skip the regexes for strings this check already passed: namespaces, label keys and values,
+    container and account names repeat on every create. Invalid strings are checked every time."""
+    valid: set[str] = set()
+
+    @functools.wraps(check)
+    def cached(value: str) -> list[str]:
+        if type(value) is str and value in valid:
+            return []
+        errs = check(value)
+        if not errs and type(value) is str:
+            if len(valid) >= _KNOWN_VALID_LIMIT:
+                valid.clear()
+            valid.add(value)
+        return errs
+
+    return cached
+
+
+@_remember_valid
 def dns1123_subdomain(value: str) -> list[str]:
     errs = []
     if len(value) > 253:
@@ -51,6 +76,7 @@ def dns1123_subdomain(value: str) -> list[str]:
     return errs
 
 
+@_remember_valid
 def dns1123_label(value: str) -> list[str]:
     errs = []
     if len(value) > 63:
@@ -76,6 +102,7 @@ def path_segment_name(value: str) -> list[str]:
     return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
 
 
+@_remember_valid
 def qualified_name(value: str) -> list[str]:
     errs: list[str] = []
     parts = value.split("/")
@@ -98,6 +125,7 @@ def qualified_name(value: str) -> list[str]:
     return errs
 
 
+@_remember_valid
 def label_value(value: str) -> list[str]:
     errs = []
     if len(value) > 63:

@@ -34,6 +34,7 @@ VOLUME_SOURCES = ("hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockS
                   "cephfs", "flocker", "downwardAPI", "fc", "azureFile", "configMap", "vsphereVolume",
                   "quobyte", "azureDisk", "photonPersistentDisk", "projected", "portworxVolume", "scaleIO",
                   "storageos", "csi", "ephemeral", "image")
+_VOLUME_SOURCE_SET = frozenset(VOLUME_SOURCES)
 
 _IANA_ALNUM = re.compile(r"^[-a-z0-9]+$")
 _IANA_LETTER = re.compile(r"[a-z]")
@@ -223,7 +224,9 @@ def _volumes(vols: Any, path: str) -> tuple[list[FieldError], set[str]]:
             if name in names:
                 errs.append(duplicate(f"{p}.name", name))
         names.add(name)
-        sources = [s for s in VOLUME_SOURCES if v.get(s) is not None]
+        sources = [s for s in v if s in _VOLUME_SOURCE_SET and v[s] is not None]
+        if len(sources) > 1:  # the error names the second in upstream's field order
+            sources = [s for s in VOLUME_SOURCES if v.get(s) is not None]
         if not sources:
             errs.append(required(p, "must specify a volume type"))
         elif len(sources) > 1:
