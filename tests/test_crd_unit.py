@@ -98,3 +98,23 @@ def test_crd_validation_and_build():
     status = crd.compute_status(body)
     assert [c["type"] for c in status["conditions"]] == ["NamesAccepted", "Established"]
     assert status["storedVersions"] == ["v1"]
+
+
+def test_cel_ip_and_cidr_library_as_calico_uses_it():
+    from kubeling.apiextensions import cel
+
+    cases = {
+        'isIP("10.0.0.1") && !isIP("10.0.0.300") && !isIP("fe80::1%eth0")': True,
+        'ip("10.0.0.1").family() == 4 && ip("fd00::1").family() == 6': True,
+        'cidr("10.0.0.0/8").containsIP("10.1.2.3") && !cidr("10.0.0.0/8").containsIP(ip("11.1.2.3"))': True,
+        'cidr("10.0.0.0/8").containsCIDR("10.1.0.0/16") && !cidr("10.0.0.0/16").containsCIDR("10.0.0.0/8")': True,
+        'cidr("10.1.2.3/8").masked() == cidr("10.0.0.0/8") && cidr("10.1.2.3/8").prefixLength() == 8': True,
+        '!cidr("169.254.0.0/16").containsIP(cidr("192.168.0.0/16").ip())': True,
+        'isCIDR("fe80::/10") && !isCIDR("10.0.0.1")': True,
+        'ip("127.0.0.1").isLoopback() && ip("0.0.0.0").isUnspecified() && ip("8.8.8.8").isGlobalUnicast()': True,
+    }
+    for expr, want in cases.items():
+        got, err = cel._result(cel.compile_expr(expr), {})
+        assert err is None and got is want, (expr, got, err)
+    _, err = cel._result(cel.compile_expr('ip("not-an-ip").family()'), {})
+    assert err and "parse error" in err

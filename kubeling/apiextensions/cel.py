@@ -14,6 +14,7 @@ so comparing two quantities with ``==`` compares their spelling, not their value
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import threading
 import urllib.parse
@@ -49,6 +50,77 @@ def _url(s: str) -> dict[str, str]:
     if not parsed.scheme and not s.startswith("/"):
         raise ValueError(f"URL is invalid: {s}")
     return {_U: s}
+
+
+# the Kubernetes IP and CIDR libraries (k8s.io/apiserver/pkg/cel/library/ip.go, cidr.go)
+_IP = "__kubeling_ip__"
+_CIDR = "__kubeling_cidr__"
+
+
+def _parse_ip(s: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if "%" in s:
+        raise ValueError(f"IP address with zone value is not allowed: {s}")
+    addr = ipaddress.ip_address(s)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        raise ValueError(f"IPv4-mapped IPv6 address is not allowed: {s}")
+    return addr
+
+
+def _is_ip(s: str) -> bool:
+    try:
+        _parse_ip(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _ip(s: str) -> dict[str, str]:
+    try:
+        return {_IP: str(_parse_ip(s))}
+    except ValueError as exc:
+        raise ValueError(f"IP Address {s!r} parse error during conversion from string: {exc}") from exc
+
+
+def _ipv(m: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(m[_IP] if isinstance(m, dict) else _parse_ip(m))
+
+
+def _parse_cidr(s: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    if "%" in s or "/" not in s:
+        raise ValueError(f"invalid CIDR: {s}")
+    iface = ipaddress.ip_interface(s)
+    if isinstance(iface, ipaddress.IPv6Interface) and iface.ip.ipv4_mapped is not None:
+        raise ValueError(f"IPv4-mapped IPv6 address is not allowed: {s}")
+    return iface
+
+
+def _is_cidr(s: str) -> bool:
+    try:
+        _parse_cidr(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _cidr(s: str) -> dict[str, str]:
+    try:
+        return {_CIDR: str(_parse_cidr(s))}
+    except ValueError as exc:
+        raise ValueError(f"network address {s!r} parse error during conversion from string: {exc}") from exc
+
+
+def _cidrv(m: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    return ipaddress.ip_interface(m[_CIDR] if isinstance(m, dict) else _parse_cidr(m))
+
+
+def _contains_ip(c: Any, ip: Any) -> bool:
+    net, addr = _cidrv(c).network, _ipv(ip)
+    return addr.version == net.version and addr in net
+
+
+def _contains_cidr(c: Any, other: Any) -> bool:
+    net, sub = _cidrv(c).network, _cidrv(other).network
+    return sub.version == net.version and sub.subnet_of(net)  # type: ignore[arg-type]
 
 
 def _list_sorted(values: Any) -> bool:
@@ -88,6 +160,27 @@ def _env() -> Any:
                           lambda u: urllib.parse.urlsplit(u[_U]).hostname or "")),
         f("getPort", ("kl_u_port", t.STRING, [m], True, lambda u: str(urllib.parse.urlsplit(u[_U]).port or ""))),
         f("getEscapedPath", ("kl_u_path", t.STRING, [m], True, lambda u: urllib.parse.urlsplit(u[_U]).path)),
+        f("isIP", ("kl_is_ip", t.BOOL, [t.STRING], False, _is_ip)),
+        f("ip", ("kl_ip", m, [t.STRING], False, _ip), ("kl_cidr_ip", m, [m], True,
+                                                       lambda c: {_IP: str(_cidrv(c).ip)})),
+        f("family", ("kl_ip_family", t.INT, [m], True, lambda a: _ipv(a).version)),
+        f("isUnspecified", ("kl_ip_unspec", t.BOOL, [m], True, lambda a: _ipv(a).is_unspecified)),
+        f("isLoopback", ("kl_ip_loopback", t.BOOL, [m], True, lambda a: _ipv(a).is_loopback)),
+        f("isLinkLocalMulticast", ("kl_ip_llm", t.BOOL, [m], True,
+                                   lambda a: _ipv(a).is_multicast and _ipv(a).is_link_local)),
+        f("isLinkLocalUnicast", ("kl_ip_llu", t.BOOL, [m], True,
+                                 lambda a: _ipv(a).is_link_local and not _ipv(a).is_multicast)),
+        f("isGlobalUnicast", ("kl_ip_global", t.BOOL, [m], True,
+                              lambda a: not (_ipv(a).is_multicast or _ipv(a).is_loopback or _ipv(a).is_link_local
+                                             or _ipv(a).is_unspecified or str(_ipv(a)) == "255.255.255.255"))),
+        f("isCIDR", ("kl_is_cidr", t.BOOL, [t.STRING], False, _is_cidr)),
+        f("cidr", ("kl_cidr", m, [t.STRING], False, _cidr)),
+        f("containsIP", ("kl_cidr_contains_ip_str", t.BOOL, [m, t.STRING], True, _contains_ip),
+          ("kl_cidr_contains_ip", t.BOOL, [m, m], True, _contains_ip)),
+        f("containsCIDR", ("kl_cidr_contains_cidr_str", t.BOOL, [m, t.STRING], True, _contains_cidr),
+          ("kl_cidr_contains_cidr", t.BOOL, [m, m], True, _contains_cidr)),
+        f("masked", ("kl_cidr_masked", m, [m], True, lambda c: {_CIDR: str(_cidrv(c).network)})),
+        f("prefixLength", ("kl_cidr_prefix", t.INT, [m], True, lambda c: _cidrv(c).network.prefixlen)),
         f("isSorted", ("kl_list_sorted", t.BOOL, [lst], True, _list_sorted)),
         f("sum", ("kl_list_sum", dyn, [lst], True, lambda v: sum(v))),
         f("min", ("kl_list_min", dyn, [lst], True, lambda v: min(v))),
