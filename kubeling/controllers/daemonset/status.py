@@ -39,7 +39,7 @@ def compute_counts(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
         if not pods:
             continue
         current += 1
-        pod = min(pods, key=oldest_first_key)
+        pod = pods[0] if len(pods) == 1 else min(pods, key=oldest_first_key)
         if is_pod_ready(pod):
             ready += 1
             available += is_pod_available(pod, min_ready, now)
