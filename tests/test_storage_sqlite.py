@@ -1,4 +1,6 @@
-"""The SQLite store: CRUD, optimistic concurrency, paging, watch, compaction, restart, crash safety."""
+"""The SQLite store beyond the Store contract (tests/test_storage_contract.py runs that on both
+backends): its row layout, write batches, compaction, crash safety, the dict model with
+compaction, and the URL factory."""
 
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from hypothesis import strategies as st
 from kubeling.storage import (
     Compacted,
     Conflict,
-    Event,
     KeyExists,
     NotFound,
     SqliteStore,
@@ -56,13 +57,6 @@ def with_store(path: Path, fn: Callable[[SqliteStore], Awaitable[Any]], **opts: 
     return asyncio.run(main())
 
 
-async def take(it: Any, n: int, timeout: float = 10) -> list[Event]:
-    out = []
-    for _ in range(n):
-        out.append(await asyncio.wait_for(it.__anext__(), timeout))
-    return out
-
-
 def rv(obj: dict[str, Any]) -> int:
     return int(obj["metadata"]["resourceVersion"])
 
@@ -70,121 +64,25 @@ def rv(obj: dict[str, Any]) -> int:
 # --- CRUD ------------------------------------------------------------------
 
 
-def test_crud_and_resource_versions(tmp_path: Path) -> None:
+def test_rows_hold_objects_without_resource_version(tmp_path: Path) -> None:
+    """The SQLite layout (CRUD itself is in test_storage_contract): revisions are row ids and the
+    stored value has no resourceVersion."""
+
     async def body(s: SqliteStore) -> None:
-        assert s.current_revision() == 0
-        assert await s.get(key("a")) is None
         a = await s.create(key("a"), pod("a", spec={"n": 1}))
-        assert a["metadata"]["resourceVersion"] == "1"
-        assert s.current_revision() == 1
-        b = await s.create(key("b"), pod("b"))
-        assert rv(b) == 2
-        with pytest.raises(KeyExists):
-            await s.create(key("a"), pod("a"))
-
-        got = await s.get(key("a"))
-        assert got == a
-        got["spec"]["n"] = 99  # callers own what they get
-        assert (await s.get(key("a")))["spec"]["n"] == 1
-
+        await s.create(key("b"), pod("b"))
         a["spec"]["n"] = 2
         a2 = await s.update(key("a"), a, expected_revision=1)
-        assert rv(a2) == 3 and a2["spec"]["n"] == 2
-        with pytest.raises(Conflict) as ei:
-            await s.update(key("a"), a, expected_revision=1)
-        assert ei.value.current is not None and rv(ei.value.current) == 3
-        assert ei.value.current["spec"]["n"] == 2
-        with pytest.raises(NotFound):
-            await s.update(key("zz"), pod("zz"), expected_revision=1)
-
-        # Writing back the same object adds no revision (upstream's GuaranteedUpdate does the same).
-        same = await s.update(key("a"), a2, expected_revision=3)
-        assert rv(same) == 3 and s.current_revision() == 3
-
-        with pytest.raises(Conflict):
-            await s.delete(key("a"), expected_revision=1)
-        gone = await s.delete(key("a"), expected_revision=3)
-        assert rv(gone) == 4 and gone["spec"]["n"] == 2
-        assert await s.get(key("a")) is None
-        with pytest.raises(NotFound):
-            await s.delete(key("a"))
-
-        again = await s.create(key("a"), pod("a", spec={"n": 5}))  # re-create after delete
-        assert rv(again) == 5
-        listed = await s.list("/registry/pods/")
-        assert [o["metadata"]["name"] for o in listed.items] == ["a", "b"]
-        assert listed.revision == 5 and listed.continue_key is None and listed.remaining == 0
+        await s.delete(key("a"), expected_revision=rv(a2))
+        await s.create(key("a"), pod("a", spec={"n": 5}))
 
     with_store(tmp_path / "s.db", body)
-    # The stored rows hold the object without its resourceVersion; revisions are row ids.
     rows = (
         sqlite3.connect(tmp_path / "s.db").execute("SELECT id, name, value FROM kine ORDER BY id").fetchall()
     )
     assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
     for _id, _name, value in rows:
         assert "resourceVersion" not in orjson.loads(value)["metadata"]
-
-
-def test_incoming_resource_version_is_not_stored(tmp_path: Path) -> None:
-    async def body(s: SqliteStore) -> None:
-        obj = pod("a")
-        obj["metadata"]["resourceVersion"] = "12345"
-        created = await s.create(key("a"), obj)
-        assert rv(created) == 1
-        assert obj["metadata"]["resourceVersion"] == "12345"  # the caller's dict is untouched
-
-    with_store(tmp_path / "s.db", body)
-
-
-def test_one_winner_among_racing_updates(tmp_path: Path) -> None:
-    async def body(s: SqliteStore) -> None:
-        base = await s.create(key("a"), pod("a", spec={"who": -1}))
-
-        async def attempt(i: int) -> str:
-            try:
-                await s.update(key("a"), pod("a", spec={"who": i}), expected_revision=rv(base))
-                return "won"
-            except Conflict:
-                return "lost"
-
-        results = await asyncio.gather(*(attempt(i) for i in range(40)))
-        assert results.count("won") == 1 and results.count("lost") == 39
-        winner = results.index("won")
-        assert (await s.get(key("a")))["spec"]["who"] == winner
-
-    with_store(tmp_path / "s.db", body)
-
-
-def test_concurrent_read_modify_write_loses_no_update(tmp_path: Path) -> None:
-    tasks, rounds = 24, 15
-
-    async def body(s: SqliteStore) -> None:
-        await s.create(key("counter"), pod("counter", spec={"n": 0}))
-        conflicts = 0
-        revisions: list[int] = []
-
-        async def worker() -> None:
-            nonlocal conflicts
-            for _ in range(rounds):
-                while True:
-                    cur = await s.get(key("counter"))
-                    cur["spec"]["n"] += 1
-                    try:
-                        new = await s.update(key("counter"), cur, expected_revision=rv(cur))
-                    except Conflict:
-                        conflicts += 1
-                        continue
-                    revisions.append(rv(new))
-                    break
-
-        await asyncio.gather(*(worker() for _ in range(tasks)))
-        final = await s.get(key("counter"))
-        assert final["spec"]["n"] == tasks * rounds
-        assert len(set(revisions)) == tasks * rounds  # every success got its own revision
-        assert conflicts > 0  # the race really happened
-        assert s.current_revision() == 1 + tasks * rounds
-
-    with_store(tmp_path / "s.db", body)
 
 
 async def hold_writer(s: SqliteStore) -> threading.Event:
@@ -260,191 +158,6 @@ def test_a_failed_commit_fails_the_whole_batch_and_nothing_else(tmp_path: Path) 
 
 
 # --- lists -----------------------------------------------------------------
-
-
-def test_paged_list_at_a_fixed_revision(tmp_path: Path) -> None:
-    async def body(s: SqliteStore) -> None:
-        for i in range(25):
-            await s.create(key(f"p{i:02d}"), pod(f"p{i:02d}", spec={"v": 0}))
-        await s.create(key("x", ns="other"), pod("x", ns="other"))
-        await s.create("/registry/podtemplates/default/t", {"kind": "PodTemplate", "metadata": {"name": "t"}})
-
-        page1 = await s.list("/registry/pods/default/", limit=10)
-        assert [o["metadata"]["name"] for o in page1.items] == [f"p{i:02d}" for i in range(10)]
-        assert page1.continue_key == key("p09") and page1.remaining == 15
-        snapshot = page1.revision
-
-        # Changes after the first page must not show in the later pages.
-        await s.delete(key("p12"))
-        p15 = await s.get(key("p15"))
-        p15["spec"]["v"] = 1
-        await s.update(key("p15"), p15, expected_revision=rv(p15))
-        await s.create(key("p10a"), pod("p10a"))
-
-        page2 = await s.list(
-            "/registry/pods/default/", limit=10, start_after=page1.continue_key, revision=snapshot
-        )
-        assert page2.revision == snapshot
-        assert [o["metadata"]["name"] for o in page2.items] == [f"p{i:02d}" for i in range(10, 20)]
-        assert all(o["spec"]["v"] == 0 for o in page2.items)
-        assert page2.continue_key == key("p19") and page2.remaining == 5
-        page3 = await s.list(
-            "/registry/pods/default/", limit=10, start_after=page2.continue_key, revision=snapshot
-        )
-        assert [o["metadata"]["name"] for o in page3.items] == [f"p{i:02d}" for i in range(20, 25)]
-        assert page3.continue_key is None and page3.remaining == 0
-
-        # The latest state, paged from memory.
-        latest = await s.list("/registry/pods/default/", limit=11, start_after=key("p09"))
-        names = [o["metadata"]["name"] for o in latest.items]
-        assert names[:3] == ["p10", "p10a", "p11"] and "p12" not in names
-        assert len(names) == 11 and latest.remaining == 4  # p10, p10a, p11, p13..p24 after p09
-        assert [o["metadata"]["name"] for o in (await s.list("/registry/pods/")).items][-1] == "x"
-        assert len((await s.list("/registry/")).items) == 27
-
-    with_store(tmp_path / "s.db", body)
-
-
-# --- watch -----------------------------------------------------------------
-
-
-def test_watch_replays_then_streams(tmp_path: Path) -> None:
-    async def body(s: SqliteStore) -> None:
-        a = await s.create(key("a"), pod("a", spec={"v": 1}))
-        await s.create(key("b", ns="kube-system"), pod("b", ns="kube-system"))
-        a["spec"]["v"] = 2
-        a2 = await s.update(key("a"), a, expected_revision=1)
-
-        it = s.watch("/registry/pods/default/", revision=0).__aiter__()
-        it_from_start = s.watch("/registry/pods/default/", revision=1).__aiter__()
-        first = await take(it_from_start, 1)
-        assert first[0].type == "MODIFIED" and first[0].revision == 3
-        assert first[0].prev_object["spec"]["v"] == 1 and rv(first[0].prev_object) == 1
-        assert first[0].object == a2
-
-        await s.delete(key("a"))
-        await s.create(key("c"), pod("c"))
-        for events in (await take(it, 2), await take(it_from_start, 2)):
-            assert [(e.type, e.key, e.revision) for e in events] == [
-                ("DELETED", key("a"), 4),
-                ("ADDED", key("c"), 5),
-            ]
-            deleted = events[0]
-            assert rv(deleted.object) == 4 and deleted.object["spec"]["v"] == 2
-            assert rv(deleted.prev_object) == 3
-            assert events[1].prev_object is None
-
-        # Every consumer decodes its own copy.
-        it2 = s.watch("/registry/pods/", revision=4).__aiter__()
-        (e1,) = await take(it2, 1)
-        e1.object["metadata"]["name"] = "mutated"
-        assert (await s.get(key("c")))["metadata"]["name"] == "c"
-        await it.aclose()
-        await it_from_start.aclose()
-        await it2.aclose()
-
-    with_store(tmp_path / "s.db", body)
-
-
-def test_watch_from_a_future_revision_waits_for_it(tmp_path: Path) -> None:
-    async def body(s: SqliteStore) -> None:
-        await s.create(key("a"), pod("a"))
-        it = s.watch("/registry/pods/", revision=3).__aiter__()
-        nxt = asyncio.ensure_future(it.__anext__())
-        await s.create(key("b"), pod("b"))  # revision 2: skipped
-        await s.create(key("c"), pod("c"))  # revision 3: skipped
-        await s.create(key("d"), pod("d"))
-        ev = await asyncio.wait_for(nxt, 10)
-        assert ev.key == key("d") and ev.revision == 4
-        await it.aclose()
-
-    with_store(tmp_path / "s.db", body)
-
-
-def test_watch_too_old_is_compacted(tmp_path: Path) -> None:
-    async def body(s: SqliteStore) -> None:
-        for i in range(10):
-            await s.create(key(f"p{i}"), pod(f"p{i}"))
-        # The window keeps the last 5 changes (6..10): a watch may start at 5 but not before.
-        events = await take(s.watch("/registry/pods/", revision=5).__aiter__(), 5)
-        assert [e.revision for e in events] == [6, 7, 8, 9, 10]
-        with pytest.raises(Compacted) as ei:
-            await s.watch("/registry/pods/", revision=4).__anext__()
-        assert ei.value.requested == 4 and ei.value.oldest == 5
-        assert "too old resource version: 4 (5)" in str(ei.value)
-
-    with_store(tmp_path / "s.db", body, window=5)
-
-
-def test_slow_watcher_is_ended_after_draining(tmp_path: Path) -> None:
-    async def body(s: SqliteStore) -> None:
-        it = s.watch("/registry/pods/", revision=0).__aiter__()
-        first = asyncio.ensure_future(it.__anext__())
-        await asyncio.sleep(0)
-        for i in range(10):  # nobody reads while these commit: the queue (3) overflows
-            await s.create(key(f"p{i}"), pod(f"p{i}"))
-        seen = [(await first).revision]
-        async for ev in it:
-            seen.append(ev.revision)
-        # What it got is in order, with no gap; then it ended, short of the end.
-        assert seen == list(range(1, len(seen) + 1)) and len(seen) < 10
-        # Re-watching from the last revision seen picks up the rest.
-        rest = await take(s.watch("/registry/pods/", revision=seen[-1]).__aiter__(), 10 - len(seen))
-        assert [e.revision for e in rest] == list(range(len(seen) + 1, 11))
-
-    with_store(tmp_path / "s.db", body, watch_queue=3)
-
-
-def test_close_ends_watchers(tmp_path: Path) -> None:
-    async def main() -> list[Event]:
-        s = SqliteStore(tmp_path / "s.db", compact_interval=0)
-        await s.start()
-        got: list[Event] = []
-
-        async def consume() -> None:
-            async for ev in s.watch("/", revision=0):
-                got.append(ev)
-
-        task = asyncio.create_task(consume())
-        await asyncio.sleep(0)
-        await s.create(key("a"), pod("a"))
-        await s.close()
-        await asyncio.wait_for(task, 10)
-        return got
-
-    assert [e.key for e in asyncio.run(main())] == [key("a")]
-
-
-# --- restart, compaction ---------------------------------------------------
-
-
-def test_restart_keeps_objects_revisions_and_watch_history(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-
-    async def first(s: SqliteStore) -> None:
-        for i in range(5):
-            await s.create(key(f"p{i}"), pod(f"p{i}", spec={"i": i}))
-        p1 = await s.get(key("p1"))
-        p1["spec"]["i"] = 100
-        await s.update(key("p1"), p1, expected_revision=2)
-        await s.delete(key("p3"))
-
-    with_store(db, first)
-
-    async def second(s: SqliteStore) -> None:
-        assert s.current_revision() == 7
-        names = [(o["metadata"]["name"], rv(o)) for o in (await s.list("/registry/pods/")).items]
-        assert names == [("p0", 1), ("p1", 6), ("p2", 3), ("p4", 5)]
-        assert (await s.get(key("p1")))["spec"]["i"] == 100
-        # Watchers that were at revision 5 before the restart resume without a relist.
-        events = await take(s.watch("/registry/pods/", revision=5).__aiter__(), 2)
-        assert [(e.type, e.revision) for e in events] == [("MODIFIED", 6), ("DELETED", 7)]
-        assert events[0].prev_object["spec"]["i"] == 1 and rv(events[0].prev_object) == 2
-        assert rv(events[1].prev_object) == 4
-        created = await s.create(key("p5"), pod("p5"))
-        assert rv(created) == 8
-
-    with_store(db, second)
 
 
 def test_compaction(tmp_path: Path) -> None:

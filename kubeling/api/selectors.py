@@ -17,66 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeling.api.errors import FieldError, StatusError, bad_request, go_repr, invalid
-
-# ---------------------------------------------------------------- validation
-
-_QNAME_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
-_QNAME_RE = re.compile(_QNAME_FMT)
-_QNAME_MSG = ("must consist of alphanumeric characters, '-', '_' or '.', "
-              "and must start and end with an alphanumeric character")
-_DNS1123_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN_FMT = _DNS1123_LABEL + "(\\." + _DNS1123_LABEL + ")*"
-_DNS1123_SUBDOMAIN_RE = re.compile(_DNS1123_SUBDOMAIN_FMT)
-_DNS1123_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                          "characters, '-' or '.', and must start and end with an alphanumeric character")
-_LABEL_VALUE_FMT = "(" + _QNAME_FMT + ")?"
-_LABEL_VALUE_RE = re.compile(_LABEL_VALUE_FMT)
-_LABEL_VALUE_MSG = ("a valid label must be an empty string or consist of alphanumeric characters, "
-                    "'-', '_' or '.', and must start and end with an alphanumeric character")
-
-
-def _regex_error(msg: str, fmt: str, *examples: str) -> str:
-    if not examples:
-        return f"{msg} (regex used for validation is '{fmt}')"
-    shown = " or ".join(f"'{e}', " for e in examples)
-    return f"{msg} (e.g. {shown}regex used for validation is '{fmt}')"
-
-
-def is_qualified_name(value: str) -> list[str]:
-    """validation.IsQualifiedName: an optional DNS-subdomain prefix, '/', and a 63-char name."""
-    errs: list[str] = []
-    parts = value.split("/")
-    if len(parts) == 1:
-        name = parts[0]
-    elif len(parts) == 2:
-        prefix, name = parts
-        if not prefix:
-            errs.append("prefix part must be non-empty")
-        else:
-            if len(prefix) > 253:
-                errs.append("prefix part must be no more than 253 characters")
-            if not _DNS1123_SUBDOMAIN_RE.fullmatch(prefix):
-                errs.append("prefix part " + _regex_error(_DNS1123_SUBDOMAIN_MSG, _DNS1123_SUBDOMAIN_FMT,
-                                                          "example.com"))
-    else:
-        return ["a qualified name " + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc")
-                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
-    if not name:
-        errs.append("name part must be non-empty")
-    elif len(name) > 63:
-        errs.append("name part must be no more than 63 characters")
-    if not _QNAME_RE.fullmatch(name):
-        errs.append("name part " + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc"))
-    return errs
-
-
-def is_valid_label_value(value: str) -> list[str]:
-    errs: list[str] = []
-    if len(value) > 63:
-        errs.append("must be no more than 63 characters")
-    if not _LABEL_VALUE_RE.fullmatch(value):
-        errs.append(_regex_error(_LABEL_VALUE_MSG, _LABEL_VALUE_FMT, "MyValue", "my_value", "12345"))
-    return errs
+from kubeling.api.validation.meta import label_value, qualified_name
 
 
 def _aggregate(errors: list[FieldError]) -> str:
@@ -85,6 +26,7 @@ def _aggregate(errors: list[FieldError]) -> str:
 
 
 # ---------------------------------------------------------------- label selectors
+# keys and values are checked by validation.meta, as metadata.labels are (upstream: one function)
 
 EQUALS, DOUBLE_EQUALS, NOT_EQUALS = "=", "==", "!="
 IN, NOT_IN, EXISTS, DOES_NOT_EXIST, GT, LT = "in", "notin", "exists", "!", "gt", "lt"
@@ -143,7 +85,7 @@ def new_requirement(key: str, operator: str, values: list[str], *, path: str = "
     """labels.NewRequirement: validate key, operator arity and values; raise 400 on error."""
     errs: list[FieldError] = []
     prefix = path + "." if path else ""
-    if msgs := is_qualified_name(key):
+    if msgs := qualified_name(key):
         errs.append(invalid(prefix + "key", key, "; ".join(msgs)))
     values_path = prefix + "values"
     if operator in (IN, NOT_IN):
@@ -168,7 +110,7 @@ def new_requirement(key: str, operator: str, values: list[str], *, path: str = "
         errs.append(FieldError("Unsupported value", prefix + "operator", "supported values: " + valid,
                                operator, True))
     for i, v in enumerate(values):
-        if msgs := is_valid_label_value(v):
+        if msgs := label_value(v):
             errs.append(invalid(f"{values_path}[{i}][{key}]", v, "; ".join(msgs)))
     if errs:
         raise bad_request(_aggregate(errs))
@@ -307,7 +249,7 @@ class _Parser:
             tok, lit = self.consume()
         if tok != _IDENT:
             raise bad_request(f"found '{lit}', expected: identifier")
-        if msgs := is_qualified_name(lit):
+        if msgs := qualified_name(lit):
             raise bad_request(f"<nil>: Invalid value: {go_repr(lit)}: {'; '.join(msgs)}")
         key = lit
         if self.lookahead()[0] in (_EOS, _COMMA) and operator != DOES_NOT_EXIST:
@@ -499,7 +441,7 @@ def parse_field_selector(text: str | None) -> FieldSelector:
     if not text:
         return FieldSelector()
     terms: list[FieldTerm] = []
-    for part in sorted(_split_terms(text)):
+    for part in _split_terms(text):
         if not part:
             continue
         for i in range(len(part)):
@@ -511,7 +453,8 @@ def parse_field_selector(text: str | None) -> FieldSelector:
         else:
             raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
         terms.append(FieldTerm(lhs, "!=" if op == "!=" else "=", _unescape_field_value(rhs)))
-    return FieldSelector(tuple(terms))
+    # upstream sorts the parsed terms by field (not the raw text), so printing and re-parsing is stable
+    return FieldSelector(tuple(sorted(terms, key=lambda t: t.field)))
 
 
 # Field labels each kind accepts (upstream's AddFieldLabelConversionFunc per group/version/kind),

@@ -5,8 +5,9 @@ handlers already call (schema, defaults, strategies, tables, selectors, admissio
 resource goes to this package, anything else to the built-in module unchanged. It also adds
 the registry's after-write hook that (re)registers CRDs, an aiohttp start-up step that loads
 stored CRDs before the server reports ready, a middleware for deprecated-version warnings,
-read-side version conversion (strategy None: the apiVersion changes; Webhook: a clear error,
-since no conversion webhook is called) and the ``scale`` subresource of custom resources.
+version conversion as the registry's ``convert`` hook (strategy None: the apiVersion changes;
+Webhook: a clear error, since no conversion webhook is called) and the ``scale`` subresource of
+custom resources, registered with the handlers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -166,53 +167,6 @@ def _webhook_failure(info: CustomVersion, obj: Obj) -> str:
             f"{obj.get('apiVersion')} cannot be served as {info.api_version}")
 
 
-def _wrap_registry(registry: Any) -> None:
-    get, lst, create, update = registry.get, registry.list, registry.create, registry.update
-    gupdate, delete, watch = registry.guaranteed_update, registry.delete, registry.watch
-
-    async def get_(resource: Resource, namespace: str | None, name: str) -> Obj:
-        return convert(resource, await get(resource, namespace, name))
-
-    async def list_(resource: Resource, namespace: str | None, opts: Any) -> Obj:
-        out = await lst(resource, namespace, opts)
-        if custom_for(resource) is not None:
-            out["items"] = [convert(resource, o) for o in out["items"]]
-        return out
-
-    async def create_(resource: Resource, *args: Any, **kw: Any) -> tuple[Obj, list[str]]:
-        obj, warnings = await create(resource, *args, **kw)
-        return convert(resource, obj), warnings
-
-    async def update_(resource: Resource, *args: Any, **kw: Any) -> tuple[Obj, list[str]]:
-        obj, warnings = await update(resource, *args, **kw)
-        return convert(resource, obj), warnings
-
-    async def gupdate_(resource: Resource, namespace: str | None, name: str, mutate: Callable[[Obj], Obj],
-                       **kw: Any) -> tuple[Obj, list[str]]:
-        def mutate_(current: Obj) -> Obj:
-            return mutate(dict(convert(resource, current)))
-
-        obj, warnings = await gupdate(resource, namespace, name, mutate_, **kw)
-        return convert(resource, obj), warnings
-
-    async def delete_(resource: Resource, *args: Any, **kw: Any) -> tuple[Obj, bool]:
-        obj, done = await delete(resource, *args, **kw)
-        with contextlib.suppress(errors.StatusError):
-            obj = convert(resource, obj)
-        return obj, done
-
-    async def watch_(resource: Resource, *args: Any, **kw: Any) -> AsyncIterator[tuple[str, Obj]]:
-        gen = watch(resource, *args, **kw)
-        try:
-            async for kind, obj in gen:
-                yield kind, (convert(resource, obj) if kind != "INITIAL_END" else obj)
-        finally:
-            await gen.aclose()
-
-    registry.get, registry.list, registry.create, registry.update = get_, list_, create_, update_
-    registry.guaranteed_update, registry.delete, registry.watch = gupdate_, delete_, watch_
-
-
 # ---- scale subresource -------------------------------------------------------------------------
 
 
@@ -245,14 +199,16 @@ def _to_scale(info: CustomVersion, obj: Obj) -> Obj:
             "spec": {"replicas": _get_path(obj, sc.get("specReplicasPath", "")) or 0}, "status": status}
 
 
-def _wrap_scale(server: Any) -> None:
-    handlers = server.handlers
-    original = handlers.scale
+def _is_custom(resource: Resource) -> bool:
+    return custom_for(resource) is not None
+
+
+def _scale_handler(server: Any) -> Callable[[web.Request, Resource, Any], Awaitable[web.StreamResponse]]:
+    """The ``scale`` subresource of custom resources, through the CRD's replicas paths."""
 
     async def scale(request: web.Request, res: Resource, info: Any) -> web.StreamResponse:
         custom = custom_for(res)
-        if custom is None:
-            return await original(request, res, info)
+        assert custom is not None  # registered for custom resources only
         from kubeling.apiserver.handlers import json_response, read_raw
 
         registry = server.registry
@@ -281,7 +237,7 @@ def _wrap_scale(server: Any) -> None:
         obj, _ = await registry.guaranteed_update(res, info.namespace, info.name, set_replicas)
         return json_response(_to_scale(custom, obj))
 
-    handlers.scale = scale
+    return scale
 
 
 # ---- the CRD lifecycle -------------------------------------------------------------------------
@@ -294,6 +250,8 @@ class CrdController:
         self.server = server
         self.catalogue = server.catalogue
         self._cleanups: dict[str, asyncio.Task[None]] = {}
+        # whether any served custom version is deprecated: the warning middleware's fast exit
+        self.serves_deprecated = False
 
     def register(self, obj: Obj) -> None:
         name = obj["metadata"]["name"]
@@ -309,12 +267,17 @@ class CrdController:
         for res, info in rows:
             CUSTOM[(res.group, res.version, res.plural)] = info
             self.catalogue.add(res)
+        self._note_deprecations()
 
     def unregister(self, name: str) -> None:
         for key, info in list(CUSTOM.items()):
             if info.crd_name == name:
                 CUSTOM.pop(key, None)
                 self.catalogue.remove(*key)
+        self._note_deprecations()
+
+    def _note_deprecations(self) -> None:
+        self.serves_deprecated = any(info.deprecated for info in CUSTOM.values())
 
     async def after_write(self, verb: str, resource: Resource, obj: Obj) -> None:
         if _is_crd(resource):
@@ -392,13 +355,20 @@ class CrdController:
                 self._schedule_cleanup(obj)
 
 
-@web.middleware
-async def _deprecation_mw(request: web.Request, handler: Any) -> web.StreamResponse:
-    resp = await handler(request)
-    info = custom_for(request.get("resource"))
-    if info is not None and info.deprecated and not resp.prepared:
-        resp.headers.add("Warning", f'299 - "{info.warning()}"')
-    return resp
+def _deprecation_mw(controller: CrdController) -> Any:
+    """Middleware adding upstream's Warning header to answers about deprecated custom versions."""
+
+    @web.middleware
+    async def deprecation_mw(request: web.Request, handler: Any) -> web.StreamResponse:
+        resp = await handler(request)
+        if not controller.serves_deprecated:
+            return resp  # runs on every request: nothing to look up while no served version is deprecated
+        info = custom_for(request.get("resource"))
+        if info is not None and info.deprecated and not resp.prepared:
+            resp.headers.add("Warning", f'299 - "{info.warning()}"')
+        return resp
+
+    return deprecation_mw
 
 
 class ApiExtensions:
@@ -444,8 +414,8 @@ def install(server: Any) -> ApiExtensions:
     server.selectors = SelectorsDispatch(server.selectors)
     reg.selectors = server.selectors
     reg.after_write.append(ext.controller.after_write)
-    _wrap_registry(reg)
-    _wrap_scale(server)
-    server.app.middlewares.append(_deprecation_mw)
+    reg.convert = convert
+    server.handlers.register_subresource("scale", _scale_handler(server), applies_to=_is_custom)
+    server.app.middlewares.append(_deprecation_mw(ext.controller))
     server.app.on_startup.append(ext.controller.load)
     return ext

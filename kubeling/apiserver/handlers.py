@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+SubresourceHandler = Callable[[web.Request, "Resource", RequestInfo], Awaitable[web.StreamResponse]]
 
 JSON = "application/json"
 BOOKMARK_INTERVAL = 30.0  # seconds between watch bookmarks (upstream: about a minute)
@@ -109,6 +111,14 @@ class ResourceHandlers:
     def __init__(self, server: ApiServer) -> None:
         self.server = server
         self.registry = server.registry
+        # subresources served elsewhere for some resources (the scale of custom resources):
+        # name -> (does it apply to this resource, handler); the built-in handler serves the rest
+        self._subresource_handlers: dict[str, tuple[Callable[[Resource], bool], SubresourceHandler]] = {}
+
+    def register_subresource(self, name: str, handler: SubresourceHandler, *,
+                             applies_to: Callable[[Resource], bool]) -> None:
+        """Serve subresource ``name`` of the resources ``applies_to`` accepts with ``handler``."""
+        self._subresource_handlers[name] = (applies_to, handler)
 
     # ---- dispatch -------------------------------------------------------------------------
     async def handle(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
@@ -151,6 +161,9 @@ class ResourceHandlers:
             if method == "POST" and sub is None:
                 raise errors.method_not_allowed()
             raise errors.method_not_allowed()
+        registered = self._subresource_handlers.get(sub)
+        if registered is not None and registered[0](res):
+            return await registered[1](request, res, info)
         if sub == "scale":
             return await self.scale(request, res, info)
         if sub == "binding" and method == "POST":
@@ -445,19 +458,23 @@ class ResourceHandlers:
         if opts.field_selector is not None and name is None:
             name = _single_name(opts.field_selector)
         events = self.registry.watch(res, info.namespace, name, opts, send_initial_events=send_initial)
-        # open the storage watch before answering so a 410 is still a plain HTTP error
+        # open the storage watch before answering: other errors stay plain HTTP errors, but as
+        # upstream's watch cache (errWatcher) a too-old resourceVersion answers 200 and one ERROR
+        # event carrying the 410 Expired Status
         first: tuple[str, Obj] | None = None
+        expired: errors.StatusError | None = None
         pending = asyncio.ensure_future(events.__anext__())
-        try:
-            done, _ = await asyncio.wait({pending}, timeout=0.05)
-            if done:
-                try:
-                    first = pending.result()
-                except StopAsyncIteration:
-                    first = None
-                pending = None  # type: ignore[assignment]
-        except errors.StatusError:
-            raise
+        done, _ = await asyncio.wait({pending}, timeout=0.05)
+        if done:
+            try:
+                first = pending.result()
+            except StopAsyncIteration:
+                first = None
+            except errors.StatusError as exc:
+                if exc.code != 410:
+                    raise
+                expired = exc
+            pending = None  # type: ignore[assignment]
         resp = web.StreamResponse(status=200)
         resp.content_type = JSON
         resp.enable_chunked_encoding()
@@ -538,6 +555,8 @@ class ResourceHandlers:
         timers = [loop.call_later(timeout, alarm, "deadline"), loop.call_later(BOOKMARK_INTERVAL, alarm, "bookmark")]
         reader: asyncio.Task[None] | None = None
         try:
+            if expired is not None:
+                raise expired
             if first is not None:
                 await resp.write(encode(first))
             reader = asyncio.ensure_future(read(pending))

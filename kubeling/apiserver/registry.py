@@ -78,6 +78,13 @@ def deep_copy(obj: Obj) -> Obj:
     return orjson.loads(orjson.dumps(obj))
 
 
+Converter = Callable[[Resource, Obj], Obj]
+
+
+def _same_version(_resource: Resource, obj: Obj) -> Obj:
+    return obj
+
+
 @dataclass(slots=True)
 class ListOptions:
     label_selector: Any = None  # a parsed selector with .matches(labels) or None
@@ -127,6 +134,9 @@ class Registry:
         self.selectors = selectors
         # hooks run after a successful write, e.g. to finish a deletion whose finalizers are gone
         self.after_write: list[Callable[[str, Resource, Obj], Awaitable[None]]] = []
+        # serves a stored object through the requested version (custom resources stored in another
+        # one); applied wherever an object leaves the registry, and to what a mutation function sees
+        self.convert: Converter = _same_version
 
     # ---- keys -------------------------------------------------------------------------------
     @staticmethod
@@ -148,7 +158,7 @@ class Registry:
         obj = await self.store.get(self.key(resource, namespace, name))
         if obj is None:
             raise errors.not_found_error(resource.group, resource.plural, name)
-        return obj
+        return self.convert(resource, obj)
 
     async def list(self, resource: Resource, namespace: str | None, opts: ListOptions) -> Obj:
         prefix = self.prefix(resource, namespace)
@@ -159,6 +169,7 @@ class Registry:
         elif opts.resource_version not in ("", "0") and opts.resource_version_match == "Exact":
             revision = self._parse_rv(opts.resource_version)
         items: list[Obj] = []
+        convert = self.convert
         continue_key: str | None = None
         remaining = 0
         try:
@@ -168,7 +179,7 @@ class Registry:
                 revision = page.revision
                 for obj in page.items:
                     if self._matches(resource, obj, opts):
-                        items.append(obj)
+                        items.append(convert(resource, obj))
                 if not page.continue_key:
                     continue_key = None
                     break
@@ -267,14 +278,14 @@ class Registry:
             strategy.canonicalize(obj)
         if dry_run:
             meta["resourceVersion"] = ""
-            return obj, warnings
+            return self.convert(resource, obj), warnings
         key = self.key(resource, meta.get("namespace"), meta["name"])
         try:
             created = await self.store.create(key, obj)
         except st.KeyExists as exc:
             raise errors.already_exists(resource.group, resource.plural, meta["name"]) from exc
         await self._after_write("create", resource, created)
-        return created, warnings
+        return self.convert(resource, created), warnings
 
     # ---- update -----------------------------------------------------------------------------
     async def update(self, resource: Resource, namespace: str | None, name: str, obj: Obj, *,
@@ -296,7 +307,7 @@ class Registry:
             raise errors.conflict(resource.group, resource.plural, name, errors.OBJECT_MODIFIED)
         updated = await self._write_update(resource, key, old, obj, subresource=subresource,
                                            dry_run=dry_run, user=user)
-        return updated, warnings
+        return self.convert(resource, updated), warnings
 
     async def _write_update(self, resource: Resource, key: str, old: Obj, new: Obj, *,
                             subresource: str | None, dry_run: bool,
@@ -366,7 +377,7 @@ class Registry:
             old = await self.store.get(key)
             if old is None:
                 raise errors.not_found_error(resource.group, resource.plural, name)
-            new = mutate(deep_copy(old))
+            new = mutate(self.convert(resource, deep_copy(old)))
             if not isinstance(new, dict):
                 raise errors.bad_request("the patched object is not a JSON object")
             new_rv = (new.get("metadata") or {}).get("resourceVersion")
@@ -380,18 +391,27 @@ class Registry:
             self._check_identity(resource, new, namespace)
             warnings = self._validate_schema(resource, new, field_validation)
             try:
-                return await self._write_update(resource, key, old, new, subresource=subresource,
-                                                dry_run=dry_run, user=user), warnings
+                written = await self._write_update(resource, key, old, new, subresource=subresource,
+                                                   dry_run=dry_run, user=user)
             except _StorageConflict:
                 if not pinned:
                     continue  # someone wrote in between: re-read and re-apply the mutation
                 raise
+            return self.convert(resource, written), warnings
         raise errors.conflict(resource.group, resource.plural, name, errors.OBJECT_MODIFIED)
 
     # ---- delete -----------------------------------------------------------------------------
     async def delete(self, resource: Resource, namespace: str | None, name: str,
                      opts: DeleteOptions) -> tuple[Obj, bool]:
         """Delete with graceful deletion and finalizers. Returns (object, deleted_now)."""
+        obj, deleted_now = await self._delete(resource, namespace, name, opts)
+        try:
+            return self.convert(resource, obj), deleted_now
+        except errors.StatusError:
+            return obj, deleted_now  # the deletion happened: answer with the stored version
+
+    async def _delete(self, resource: Resource, namespace: str | None, name: str,
+                      opts: DeleteOptions) -> tuple[Obj, bool]:
         key = self.key(resource, namespace, name)
         for _attempt in range(20):
             obj = await self.store.get(key)
@@ -486,8 +506,18 @@ class Registry:
         """Yield (type, object) watch events, filtered by selectors as upstream does.
 
         An object that starts matching a selector arrives as ADDED, one that stops matching as
-        DELETED. Initial events (for resourceVersion "" / "0" or sendInitialEvents) come first.
+        DELETED. Initial events (for resourceVersion "" / "0" or sendInitialEvents) come first;
+        with sendInitialEvents an ("INITIAL_END", {"revision": rv}) marker ends them.
         """
+        events = self._watch(resource, namespace, name, opts, send_initial_events=send_initial_events)
+        try:
+            async for kind, obj in events:
+                yield kind, (obj if kind == "INITIAL_END" else self.convert(resource, obj))
+        finally:
+            await events.aclose()
+
+    async def _watch(self, resource: Resource, namespace: str | None, name: str | None,
+                     opts: ListOptions, *, send_initial_events: bool) -> AsyncIterator[tuple[str, Obj]]:
         prefix = self.key(resource, namespace, name) if name else self.prefix(resource, namespace)
         if opts.resource_version in ("", "0") or send_initial_events:
             snapshot = await self.store.list(prefix, revision=0)

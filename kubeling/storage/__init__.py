@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -43,15 +44,30 @@ def open_store(url: str, data_dir: Path) -> Store:
     Client TLS with query parameters: ``?cacert=/ca.crt&cert=/client.crt&key=/client.key``
     (any of them; ``etcds://`` turns TLS on with the system's roots when none is given).
     Relative file paths are relative to data_dir.
+
+    ``KUBELING_WATCH_WINDOW`` (hidden, for tests): how many recent changes the SQLite store keeps
+    for watches to replay (default 10,000); a small window makes 410 Expired easy to provoke.
     """
     url = url.strip()
+    window = _watch_window()
     if url in ("", "sqlite://", "sqlite:"):
-        return SqliteStore(Path(data_dir) / "state.db")
+        return SqliteStore(Path(data_dir) / "state.db", window=window)
     if url.startswith("sqlite://"):
-        return SqliteStore(Path(data_dir) / url.removeprefix("sqlite://"))  # an absolute path wins
+        # an absolute path wins
+        return SqliteStore(Path(data_dir) / url.removeprefix("sqlite://"), window=window)
     if url.startswith(("etcd://", "etcds://")):
         return _open_etcd(url, Path(data_dir))
     raise ValueError(f"unsupported storage URL {url!r}: expected sqlite://, sqlite:///path/to/state.db or etcd://HOST:PORT[,HOST:PORT...]")
+
+
+def _watch_window(default: int = 10_000) -> int:
+    raw = os.environ.get("KUBELING_WATCH_WINDOW", "").strip()
+    if not raw:
+        return default
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"KUBELING_WATCH_WINDOW must be a positive integer, not {raw!r}") from None
 
 
 def _open_etcd(url: str, data_dir: Path) -> Store:

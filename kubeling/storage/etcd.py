@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import orjson
 from aetcd import rpc
 
+from kubeling.storage.codec import encode, materialize
 from kubeling.storage.interface import (
     Compacted,
     Conflict,
@@ -63,7 +63,7 @@ from kubeling.storage.interface import (
     NotFound,
     Obj,
 )
-from kubeling.storage.watchcache import Change, WatchCache, materialize, prefix_end
+from kubeling.storage.watchcache import Change, WatchCache, prefix_end
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +77,6 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 _LIST_PAGE = 5_000  # keys per range when loading the cache
-
-
-def encode(obj: Obj) -> bytes:
-    """The stored value: the object without metadata.resourceVersion (the mod revision is that)."""
-    meta = obj.get("metadata")
-    if isinstance(meta, dict) and "resourceVersion" in meta:
-        meta = dict(meta)
-        del meta["resourceVersion"]
-        obj = {**obj, "metadata": meta}
-    return orjson.dumps(obj)
 
 
 def _range_end(prefix: str) -> bytes:

@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from kubeling.storage.codec import encode, materialize
 from kubeling.storage.interface import (
     Compacted,
     Conflict,
@@ -47,7 +46,7 @@ from kubeling.storage.interface import (
     Obj,
     StorageError,
 )
-from kubeling.storage.watchcache import Change, WatchCache, materialize, prefix_end
+from kubeling.storage.watchcache import Change, WatchCache, prefix_end
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +133,6 @@ def raw_sqlite_commit_rate(path: Path | str, seconds: float = 2.0) -> float:
         return n / elapsed
     finally:
         conn.close()
-
-
-def _encode(obj: Obj) -> bytes:
-    """The stored form: the object without metadata.resourceVersion (the row id is that)."""
-    meta = obj.get("metadata")
-    if isinstance(meta, dict) and "resourceVersion" in meta:
-        meta = dict(meta)
-        del meta["resourceVersion"]
-        obj = {**obj, "metadata": meta}
-    return orjson.dumps(obj)
 
 
 def _stamped(obj: Obj, revision: int) -> Obj:
@@ -548,13 +537,13 @@ class SqliteStore:
         """See Store.create. Returns ``obj`` stamped with its resourceVersion in a new top-level and
         metadata dict (decoding the stored bytes again would cost a full copy); the caller's dict
         is left as it was, the nested values are shared with it."""
-        rev, _data = await self._submit("create", key, _encode(obj), None)
+        rev, _data = await self._submit("create", key, encode(obj), None)
         return _stamped(obj, rev)
 
     async def update(self, key: str, obj: Obj, *, expected_revision: int) -> Obj:
         """See Store.update; returns ``obj`` stamped, as create. Writing back the current object
         unchanged adds no revision (as upstream)."""
-        rev, _data = await self._submit("update", key, _encode(obj), expected_revision)
+        rev, _data = await self._submit("update", key, encode(obj), expected_revision)
         return _stamped(obj, rev)
 
     async def delete(self, key: str, *, expected_revision: int | None = None) -> Obj:

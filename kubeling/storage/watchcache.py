@@ -28,8 +28,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import orjson
-
+from kubeling.storage.codec import materialize
 from kubeling.storage.interface import Compacted, Event, ListResult, Obj
 
 # The largest code point sorts after every key: the upper bound of the empty prefix.
@@ -43,16 +42,6 @@ def prefix_end(prefix: str) -> str:
     if not prefix:
         return _TOP
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
-def materialize(data: bytes, revision: int) -> Obj:
-    """A fresh dict from stored bytes, stamped with its resourceVersion."""
-    obj = orjson.loads(data)
-    meta = obj.get("metadata")
-    if not isinstance(meta, dict):
-        meta = obj["metadata"] = {}
-    meta["resourceVersion"] = str(revision)
-    return obj
 
 
 @dataclass(slots=True)

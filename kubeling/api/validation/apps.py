@@ -50,11 +50,13 @@ def _selector_and_template(spec: Obj, kind: str, *, restart: list[str] | None = 
                            check_selector: bool = True) -> list[FieldError]:
     errs: list[FieldError] = []
     sel = spec.get("selector")
+    sel_errs: list[FieldError] = []
     if check_selector:
         if sel is None:
             errs.append(required("spec.selector"))
         else:
-            errs.extend(validate_label_selector(sel, "spec.selector"))
+            sel_errs = validate_label_selector(sel, "spec.selector")
+            errs.extend(sel_errs)
             if selector_empty(sel):
                 errs.append(invalid("spec.selector", go_label_selector(sel),
                                     f"empty selector is invalid for {kind.lower()}"))
@@ -63,7 +65,9 @@ def _selector_and_template(spec: Obj, kind: str, *, restart: list[str] | None = 
         errs.append(required("spec.template"))
         return errs
     labels = (tmpl.get("metadata") or {}).get("labels") or {}
-    if check_selector and sel is not None and not selector_empty(sel) and not selector_matches(sel, labels):
+    # upstream compares only a selector that converts (LabelSelectorAsSelector without error)
+    if check_selector and sel is not None and not sel_errs and not selector_empty(sel) \
+            and not selector_matches(sel, labels):
         errs.append(invalid("spec.template.metadata.labels", go_string_map(labels),
                             "`selector` does not match template `labels`"))
     errs.extend(validate_pod_template_spec(tmpl, "spec.template"))

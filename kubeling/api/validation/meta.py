@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubeling.api.errors import FieldError, forbidden, invalid, required
+from kubeling.api.scheduling import label_selector_matches
 
 Obj = dict[str, Any]
 
@@ -33,11 +34,12 @@ LABEL_VALUE_MSG = ("a valid label must be an empty string or consist of alphanum
 IMMUTABLE = "field is immutable"
 TOTAL_ANNOTATION_SIZE = 256 * 1024
 
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_QNAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LVALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# matched with fullmatch: Go's "^...$" does not accept a trailing newline, Python's "$" would
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_QNAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LVALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 
 def _max(n: int) -> str:
@@ -71,7 +73,7 @@ def dns1123_subdomain(value: str) -> list[str]:
     errs = []
     if len(value) > 253:
         errs.append(_max(253))
-    if not _SUBDOMAIN.match(value):
+    if not _SUBDOMAIN.fullmatch(value):
         errs.append(DNS1123_SUBDOMAIN_MSG)
     return errs
 
@@ -81,7 +83,7 @@ def dns1123_label(value: str) -> list[str]:
     errs = []
     if len(value) > 63:
         errs.append(_max(63))
-    if not _LABEL.match(value):
+    if not _LABEL.fullmatch(value):
         errs.append(DNS1123_LABEL_MSG)
     return errs
 
@@ -90,7 +92,7 @@ def dns1035_label(value: str) -> list[str]:
     errs = []
     if len(value) > 63:
         errs.append(_max(63))
-    if not _DNS1035.match(value):
+    if not _DNS1035.fullmatch(value):
         errs.append(DNS1035_LABEL_MSG)
     return errs
 
@@ -104,6 +106,8 @@ def path_segment_name(value: str) -> list[str]:
 
 @_remember_valid
 def qualified_name(value: str) -> list[str]:
+    """validation.IsQualifiedName: an optional DNS-subdomain prefix and '/', then a 63-character name
+    (label keys, annotation keys, finalizers; label selectors check their keys with it too)."""
     errs: list[str] = []
     parts = value.split("/")
     if len(parts) == 1:
@@ -120,7 +124,7 @@ def qualified_name(value: str) -> list[str]:
         errs.append("name part must be non-empty")
     elif len(name) > 63:
         errs.append("name part " + _max(63))
-    if name and not _QNAME.match(name):
+    if not _QNAME.fullmatch(name):  # an empty name fails here too, as upstream says both
         errs.append(QUALIFIED_NAME_PART_MSG)
     return errs
 
@@ -130,7 +134,7 @@ def label_value(value: str) -> list[str]:
     errs = []
     if len(value) > 63:
         errs.append(_max(63))
-    if not _LVALUE.match(value):
+    if not _LVALUE.fullmatch(value):
         errs.append(LABEL_VALUE_MSG)
     return errs
 
@@ -237,24 +241,10 @@ def validate_label_selector(sel: Any, path: str) -> list[FieldError]:
 
 
 def selector_matches(sel: Any, labels: Any) -> bool:
-    """metav1.LabelSelector semantics; an empty selector matches everything."""
-    labels = labels if isinstance(labels, dict) else {}
+    """metav1.LabelSelector semantics; an empty selector matches everything, a malformed one nothing."""
     if not isinstance(sel, dict):
         return False
-    for k, v in (sel.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for req in sel.get("matchExpressions") or []:
-        key, op, values = req.get("key"), req.get("operator"), req.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
+    return label_selector_matches(sel, labels if isinstance(labels, dict) else None)
 
 
 def selector_empty(sel: Any) -> bool:
