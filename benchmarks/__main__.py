@@ -34,6 +34,8 @@ BENCHMARKS: list[tuple[str, str]] = [
     ("scheduler", "benchmarks.scheduler"),
     ("daemonset", "benchmarks.daemonset"),
     ("etcd", "benchmarks.etcd"),
+    ("rollout", "benchmarks.rollout"),
+    ("startup", "benchmarks.startup"),
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 
