@@ -244,6 +244,8 @@ class Informer:
             self._emit("DELETED", obj, old)
         else:
             old = self._cache.get(key)
+            if old is not None and rv is not None and _rv(old) == rv:
+                return  # the same revision again (a re-watch overlapping): nothing changed
             self._store(key, obj)
             self._emit("ADDED" if old is None else "MODIFIED", obj, old)
         if rv:
@@ -268,6 +270,13 @@ class Informer:
     def _store(self, key: str, obj: dict[str, Any]) -> None:
         self._cache[key] = obj
         for name, fn in self._indexers.items():
+            have = self._index_values[name].get(key)
+            if have is not None:
+                try:
+                    if list(fn(obj)) == have:
+                        continue  # most updates (status) leave index values alone: no set churn
+                except Exception:
+                    pass  # _index_one logs it
             self._unindex_one(name, key)
             self._index_one(name, fn, key, obj)
 
@@ -310,7 +319,7 @@ class Informer:
     def _call(self, fn: Handler, etype: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         try:
             result = fn(etype, obj, old)
-            if asyncio.iscoroutine(result):
+            if result is not None and asyncio.iscoroutine(result):
                 result.close()
                 raise TypeError("informer handlers must be plain functions (enqueue keys, don't await)")
         except Exception:

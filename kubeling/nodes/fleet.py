@@ -6,7 +6,9 @@ kube-node-lease and posts status on upstream's cadence; per pod bound to an adop
 the pod stages of :mod:`kubeling.nodes.stages`. Thousands of nodes stay cheap: no task per node or
 pod; two work queues whose delayed adds are the pods' timers, and one lease ticker that renews a
 fortieth of the nodes per tick (nodes spread over ticks by a hash of their name). Writes are patches
-(strategic merge on status, so conditions others own, like NetworkUnavailable, survive).
+(strategic merge on status, so conditions others own, like NetworkUnavailable, survive); a steady
+Lease renewal is a merge patch of renewTime alone. With no pull or start delay a pod goes from bound
+to Running and Ready in one status write, as a kubelet with its images cached effectively reports.
 """
 
 from __future__ import annotations
@@ -262,7 +264,8 @@ class NodeFleet:
     def _ctx(self, node: Obj, now: float) -> stages.Ctx:
         return stages.Ctx(now=now, node=node, stop_after=self.stop_after, pull_delay=self.pull_delay,
                           start_delay=self.start_delay, fail_images=self.fail_images,
-                          crash_images=self.crash_images, status_report_frequency=self.status_report_frequency)
+                          crash_images=self.crash_images, status_report_frequency=self.status_report_frequency,
+                          fast_start=True)
 
     # -- nodes ------------------------------------------------------------------------------------
 
@@ -344,6 +347,17 @@ class NodeFleet:
     async def _renew_lease(self, node: Obj, now: float) -> None:
         meta = node["metadata"]
         name, uid = meta["name"], meta.get("uid", "")
+        if self._lease_owner.get(name) == uid:
+            # Steady state (500 writes/s at 5,000 nodes): a merge patch of renewTime alone, prebuilt bytes.
+            # The full spec and owner were written by this process on the first renewal.
+            try:
+                await self.client.patch(LEASES, name, b'{"spec":{"renewTime":"%s"}}' % stages.fmt_micro_time(now).encode(),
+                                        LEASE_NAMESPACE)
+                return
+            except ApiError as e:
+                if not is_not_found(e):
+                    raise
+                del self._lease_owner[name]  # deleted behind our back: write it whole again
         body = stages.lease_body(node, now=now, duration=self.lease_duration)
         if name not in self._lease_owner and not self._probably_has_lease(node, now):
             # a node just registered: its Lease is new too, so create first (one write, not a 404 and two)

@@ -92,6 +92,9 @@ class Ctx:
     crash_images: tuple[str, ...] = ()
     pod_ip: str | None = None
     status_report_frequency: float = 300.0
+    # A fast kubelet: with no pull or start delay, the first post is already the running status
+    # (one write per pod start instead of two); with a delay ContainerCreating still shows.
+    fast_start: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -473,6 +476,10 @@ def _cond(pod: Obj, ctx: Ctx, ctype: str, ok: bool, reason: str = "", message: s
     if not ok and reason:
         cond["reason"] = reason
         cond["message"] = message
+    elif old.get("reason") or old.get("message"):
+        # a strategic merge keeps fields the patch leaves out: null clears the stale explanation
+        cond["reason"] = None
+        cond["message"] = None
     return cond
 
 
@@ -582,6 +589,10 @@ def _owned_differs(pod: Obj, want: Obj) -> bool:
     return False
 
 
+def _starts_at_once(pod: Obj, ctx: Ctx) -> bool:
+    return ctx.fast_start and pull_delay(pod, ctx) <= 0
+
+
 def _pod_sync_effect(pod: Obj, ctx: Ctx) -> Effect:
     want, _ = pod_status(pod, ctx)
     return Effect(status=want) if _owned_differs(pod, want) else Effect()
@@ -601,7 +612,7 @@ POD_STAGES: list[Stage] = [
     Stage("pod-create",
           match=lambda p, c: not (p.get("status") or {}).get("startTime"),
           due=lambda p, c: 0.0,
-          effect=lambda p, c: Effect(status=pod_status(p, c, first=True)[0]),
+          effect=lambda p, c: Effect(status=pod_status(p, c, first=not _starts_at_once(p, c))[0]),
           recheck=lambda p, c: c.now),
     # everything after: pulls, init containers, crash loops, pull back-off, readiness
     Stage("pod-run",
