@@ -126,6 +126,11 @@ def test_orphan_is_adopted(kc):
                            "nodeSelectorTerms": [{"matchFields": [
                                {"key": "metadata.name", "operator": "In", "values": ["w1"]}]}]}}}}}
     kc.kubectl("create", "-f", "-", input=json.dumps(orphan))
+    # the orphan must exist for the controller before the DaemonSet does (as on a real cluster, a pod
+    # the controller's informer has not seen yet cannot be adopted, and a same-second tie is broken
+    # by name, which would keep the controller's own pod)
+    kc.wait_for(lambda: kc.kubectl("get", "pod", "orphan", "-o", "jsonpath={.spec.nodeName}") == "w1",
+                what="orphan scheduled on w1")
     kc.kubectl("create", "-f", "-", input=ds_manifest("adopt", tolerate_master=False))
 
     def adopted():
