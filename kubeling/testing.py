@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+_CONTROL_PLANE_ROLE = "node-role.kubernetes.io/control-plane"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -51,9 +53,11 @@ class KubelingCluster:
         self._proc: subprocess.Popen[bytes] | None = None
         self._next_node = nodes + 1
         self._namespaces: list[str] = []
+        self._client: tuple[dict[str, str], ssl.SSLContext] | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> KubelingCluster:
+        """Start kubeling; return once /readyz answers and the simulated nodes are Ready."""
         cmd = [sys.executable, "-c", "from kubeling.cli.main import main; main()", "up",
                "--data-dir", str(self.data_dir), "--port", str(self.port), "--nodes", str(self.nodes),
                *self.extra_args]
@@ -63,18 +67,36 @@ class KubelingCluster:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         deadline = time.monotonic() + timeout
+        ready = False
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"kubeling exited with {self._proc.returncode}:\n{self.log_tail()}")
-            if self.kubeconfig.exists():
+            # short sleeps: start-up takes about a second and every poll is cheap
+            if not ready and self.kubeconfig.exists():
                 with contextlib.suppress(OSError), urllib.request.urlopen(
                         f"{self.url}/readyz", context=ctx, timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            time.sleep(0.02)
+                    ready = r.status == 200
+            if ready and (self.nodes <= 0 or self._ready_nodes_or_zero() >= self.nodes):
+                return self
+            time.sleep(0.01)
         raise TimeoutError(f"kubeling did not become ready in {timeout}s:\n{self.log_tail()}")
 
+    def ready_nodes(self) -> int:
+        """How many worker nodes (the control-plane node aside) are Ready."""
+        items = self._request("GET", "/api/v1/nodes")["items"]
+        return sum(1 for n in items
+                   if _CONTROL_PLANE_ROLE not in (n["metadata"].get("labels") or {})
+                   and any(c.get("type") == "Ready" and c.get("status") == "True"
+                           for c in (n.get("status") or {}).get("conditions") or []))
+
+    def _ready_nodes_or_zero(self) -> int:
+        try:
+            return self.ready_nodes()
+        except OSError:  # includes urllib's HTTPError: not serving nodes yet
+            return 0
+
     def stop(self) -> None:
+        self._client = None
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -99,9 +121,12 @@ class KubelingCluster:
 
     # ---- API helpers -----------------------------------------------------------------------
     def _request(self, method: str, path: str, body: Any = None) -> Any:
-        cfg = _read_kubeconfig(self.kubeconfig)
-        ctx = ssl.create_default_context(cadata=cfg["ca"])
-        ctx.check_hostname = False
+        if self._client is None:  # the kubeconfig and TLS context once, not per request
+            cfg = _read_kubeconfig(self.kubeconfig)
+            ctx = ssl.create_default_context(cadata=cfg["ca"])
+            ctx.check_hostname = False
+            self._client = (cfg, ctx)
+        cfg, ctx = self._client
         req = urllib.request.Request(self.url + path, method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Authorization": f"Bearer {cfg['token']}",

@@ -69,9 +69,9 @@ _NO_PATCH = PatchInfo()
 
 
 def _schema_path() -> Path:
-    import kubernetes_validate
+    from kubeling.api.catalogue import schema_dir  # finds the package without importing it (jsonschema)
 
-    return Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / SCHEMA_DIR / "_definitions.json"
+    return schema_dir().parent / SCHEMA_DIR / "_definitions.json"
 
 
 def _go_name(defname: str) -> tuple[str, str]:
@@ -87,13 +87,23 @@ class _Compiler:
         self.gvk: dict[tuple[str, str, str], str] = {}
 
     def run(self) -> None:
-        # allocate a node per definition first so $refs (and cycles) resolve
+        """Index the kinds; definitions are compiled on first use (``node``): a process compiles
+        the few dozen its requests touch, not all ~700 of them at start-up."""
         for name, d in self.defs.items():
-            self.nodes[name] = Node(self._kind_of(name, d))
-        for name, d in self.defs.items():
-            self._fill(self.nodes[name], d, name)
             for g in d.get("x-kubernetes-group-version-kind") or []:
                 self.gvk.setdefault((g.get("group", ""), g["version"], g["kind"]), name)
+
+    def node(self, name: str) -> Node | None:
+        """The compiled node of a definition (None for an unknown name), compiling it and what it
+        refers to now if needed; a node is registered before it is filled, so cycles resolve."""
+        node = self.nodes.get(name)
+        if node is None:
+            d = self.defs.get(name)
+            if d is None:
+                return None
+            node = self.nodes[name] = Node(self._kind_of(name, d))
+            self._fill(node, d, name)
+        return node
 
     @staticmethod
     def _types(d: dict[str, Any]) -> list[str]:
@@ -151,7 +161,10 @@ class _Compiler:
     def _prop(self, p: dict[str, Any]) -> Node:
         ref = p.get("$ref")
         if ref:
-            return self.nodes[ref.rsplit("/", 1)[-1]]
+            node = self.node(ref.rsplit("/", 1)[-1])
+            if node is None:
+                raise KeyError(ref)
+            return node
         node = Node(self._kind_of("", p))
         self._fill_plain(node, p)
         return node
@@ -205,18 +218,18 @@ def definition_for(resource: Any) -> str | None:
         ref = getattr(resource, "schema_ref", None)
         group, version, kind = resource.group, resource.version, resource.kind
     c = _compiled()
-    if ref and ref in c.nodes:
+    if ref and ref in c.defs:
         return ref
     return c.gvk.get((group, version, kind))
 
 
 def root_node(resource: Any) -> Node | None:
     name = definition_for(resource)
-    return _compiled().nodes.get(name) if name else None
+    return _compiled().node(name) if name else None
 
 
 def node_for_definition(name: str) -> Node | None:
-    return _compiled().nodes.get(name)
+    return _compiled().node(name)
 
 
 def strategic_merge_info(resource: Any) -> Node | None:

@@ -380,6 +380,8 @@ class Registry:
             new = mutate(self.convert(resource, deep_copy(old)))
             if not isinstance(new, dict):
                 raise errors.bad_request("the patched object is not a JSON object")
+            if not isinstance(new.get("metadata", {}), dict):
+                raise errors.bad_request("metadata must be an object")
             new_rv = (new.get("metadata") or {}).get("resourceVersion")
             # a mutation that sets a different resourceVersion (a patch naming one) is a precondition
             pinned = precondition_rv is not None or bool(new_rv and new_rv != old["metadata"]["resourceVersion"])

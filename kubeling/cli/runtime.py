@@ -21,13 +21,12 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from aiohttp import web
 
-from kubeling.apiserver import certs
-from kubeling.apiserver.bootstrap import bootstrap
-from kubeling.apiserver.server import ApiServer, make_ssl_context
+    from kubeling.apiserver.server import ApiServer
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +98,12 @@ async def start_apiserver(*, data_dir: Path, port: int, store_url: str, bind_add
                           pki_dir: Path | None = None) -> RunningApi:
     """Serve on ``port``; ``pki_dir``: the CA, serving certificate and tokens another API server of the
     same cluster made (created there when missing)."""
+    # imported here, not at the top: `kubeling --help` and the component commands don't need them
+    from aiohttp import web
+
+    from kubeling.apiserver import certs
+    from kubeling.apiserver.bootstrap import bootstrap
+    from kubeling.apiserver.server import ApiServer, make_ssl_context
     from kubeling.storage import open_store
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +167,12 @@ async def start_components(kubeconfig: Path, *, nodes: int | None, options: dict
 
 async def _start_instances(client: Any, factory: Any, *, nodes: int | None,
                            options: dict[str, dict[str, Any]] | None, only: list[str] | None) -> list[asyncio.Task[Any]]:
+    if nodes is not None and (only is None or "nodes" in only):
+        # the initial nodes first (registered Ready in one create each), before the other components'
+        # modules are imported and built: a test waiting for Ready nodes does not wait for those
+        from kubeling.nodes import create_initial_nodes
+
+        await create_initial_nodes(client, nodes)
     instances: list[tuple[str, Any]] = []
     for name, path in COMPONENTS:
         if only is not None and name not in only:
@@ -173,10 +184,6 @@ async def _start_instances(client: Any, factory: Any, *, nodes: int | None,
             continue
         kwargs = {k: v for k, v in (options or {}).get(name, {}).items() if v is not None}
         instances.append((name, cls(client, factory, **kwargs)))
-    if nodes is not None and any(n == "nodes" for n, _ in instances):
-        from kubeling.nodes import create_initial_nodes
-
-        await create_initial_nodes(client, nodes)
     factory.start()
     tasks = [asyncio.create_task(_supervise(name, inst), name=f"component-{name}") for name, inst in instances]
     # components that ask for informers lazily, in run(), get them started too
