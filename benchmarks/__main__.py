@@ -26,8 +26,7 @@ from rich.table import Table
 
 from benchmarks.harness import ROOT, Row, can_pin
 
-# (name, module): run in this order. Later: ("daemonset", "benchmarks.daemonset"),
-# ("etcd", "benchmarks.etcd"), ("rollout", "benchmarks.rollout").
+# (name, module): run in this order
 BENCHMARKS: list[tuple[str, str]] = [
     ("api", "benchmarks.api"),
     ("fleet", "benchmarks.fleet"),
