@@ -131,7 +131,10 @@ def test_orphan_is_adopted(kc):
     # by name, which would keep the controller's own pod)
     kc.wait_for(lambda: kc.kubectl("get", "pod", "orphan", "-o", "jsonpath={.spec.nodeName}") == "w1",
                 what="orphan scheduled on w1")
-    kc.kubectl("create", "-f", "-", input=ds_manifest("adopt", tolerate_master=False))
+    # OnDelete: the adopted orphan lacks the template hash, so a RollingUpdate would (as upstream)
+    # replace it right after adopting it; here it must stay
+    kc.kubectl("create", "-f", "-", input=ds_manifest("adopt", tolerate_master=False,
+                                                       strategy={"type": "OnDelete"}))
 
     def adopted():
         p = json.loads(kc.kubectl("get", "pod", "orphan", "-o", "json"))
