@@ -239,3 +239,27 @@ def test_kind_is_served_validated_and_printed():
     assert [c["name"] for c in table["columnDefinitions"]][:6] == ["Name", "Target", "Phase", "Step", "Updated",
                                                                    "Available"]
     assert table["rows"][0]["cells"][1:5] == ["DaemonSet/agent", "Paused", "1/3", "2/10"]
+
+
+def test_template_back_on_stable_mid_rollout_is_rolled_back_until_a_new_revision():
+    # the RolledBack write after our own rollback was lost (conflict): the next sync sees the plan as
+    # it was (Progressing on "new") and the template already back on the stable revision "old"
+    p = plan(_rolling(step=1))
+    dec = decide(p, update_hash="old", ds_generation=4, obs=_obs(p, _pods(set()), hash_="old"), now=NOW)
+    assert dec.status["phase"] == "RolledBack" and dec.rollback is None
+    assert dec.status["stableRevision"] == "old" and dec.status["updateRevision"] == "new"
+    assert [e[1] for e in dec.events] == ["RolledBack"]
+    assert steps.allowed_update_nodes({**p, "status": dec.status}, hash_="old", order=["n1"], canaries=0,
+                                      updated=set()) is None
+    # level-triggered: later syncs on the stable template keep RolledBack and say nothing more
+    p["status"] = dec.status
+    again = decide(p, update_hash="old", ds_generation=4, obs=_obs(p, _pods(set()), hash_="old"), now=NOW + 5)
+    assert again.status["phase"] == "RolledBack" and not again.events
+    # a finished rollout on the stable template stays Succeeded
+    done = plan({"stableRevision": "old", "updateRevision": "old", "phase": "Succeeded", "currentStep": 2})
+    assert decide(done, update_hash="old", ds_generation=4, obs=_obs(done, _pods(set()), hash_="old"),
+                  now=NOW).status["phase"] == "Succeeded"
+    # the template changing to a new revision starts over
+    nxt = decide(p, update_hash="newer", ds_generation=5, obs=_obs(p, _pods(set()), hash_="newer"), now=NOW + 9)
+    assert nxt.status["phase"] == "Progressing" and nxt.status["updateRevision"] == "newer"
+    assert nxt.status["currentStep"] == 0

@@ -125,20 +125,36 @@ class RolloutPlanController:
         for type_, reason, message in decision.events:
             self.recorder.event(plan, type_, reason, message)
             self.recorder.event(ds, type_, reason, f"RolloutPlan {name}: {message}")
-        await self._write_status(plan, decision.status)
+        await self._write_status(plan, decision.status, force=decision.rollback is not None)
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after)
 
-    async def _write_status(self, plan: dict[str, Any], status: dict[str, Any]) -> None:
+    async def _write_status(self, plan: dict[str, Any], status: dict[str, Any], *, force: bool = False) -> None:
+        """Write ``status``; ``force`` retries conflicts on a fresh copy of the plan.
+
+        A conflict normally means the lister was stale, and the retried sync decides again. After a
+        rollback that is not enough: the DaemonSet is already back on the stable revision, so the
+        next decision could no longer tell why, and the RolledBack status must land.
+        """
         if status == (plan.get("status") or {}):
             return
+        ns, name = plan["metadata"]["namespace"], plan["metadata"]["name"]
         updated = deep_copy(plan)
-        updated["status"] = status
-        try:
-            await self.client.update(PLAN_RESOURCE, updated, namespace=plan["metadata"]["namespace"],
-                                     subresource="status")
-        except ApiError as exc:
-            if exc.code != 404:
+        for attempt in range(5):
+            updated["status"] = status
+            try:
+                await self.client.update(PLAN_RESOURCE, updated, namespace=ns, subresource="status")
+                return
+            except ApiError as exc:
+                if exc.code == 404:
+                    return
+                if exc.code != 409 or not force or attempt == 4:
+                    raise
+            try:
+                updated = await self.client.get(PLAN_RESOURCE, name, ns)
+            except ApiError as exc:
+                if exc.code == 404:
+                    return
                 raise
 
     async def _rollback(self, ds: dict[str, Any], revisions: list[dict[str, Any]], stable: str,

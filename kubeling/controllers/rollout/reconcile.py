@@ -108,11 +108,23 @@ def decide(plan: Obj, *, update_hash: str, ds_generation: int, obs: Observation,
     if update_hash == stable:
         st["allowedNodes"] = eligible
         st["currentStep"] = last
-        if st.get("phase") != "RolledBack" or st.get("updateRevision") == stable:
+        abandoned = st.get("updateRevision")
+        if not abandoned or abandoned == stable:
             st["updateRevision"] = stable
             if st.get("phase") != "Succeeded":
                 st["phase"], st["message"] = "Succeeded", f"revision {stable} is stable"
                 set_condition(st, "Progressing", "True", "NewRevisionStable", st["message"], now)
+        elif st.get("phase") != "RolledBack":
+            # The template is back on the stable revision before the update revision reached 100%:
+            # a rollback whose RolledBack status write was lost (a conflict after the DaemonSet patch,
+            # a restart in between) or a manual `kubectl rollout undo`. Either way the rollout of
+            # the update revision did not succeed; RolledBack lasts until the template changes again.
+            st["phase"] = "RolledBack"
+            st["message"] = (f"rolled back to revision {stable}: the template returned to the stable revision "
+                             f"before revision {abandoned} completed")
+            st.pop("pauseStartTime", None)
+            set_condition(st, "Progressing", "False", "RolledBack", st["message"], now)
+            event("Warning", "RolledBack", st["message"])
         return d
     if (st.get("phase") == "RolledBack" and st.get("updateRevision") == update_hash
             and ds_generation <= int(st.get("rollbackGeneration") or 0)):
