@@ -225,7 +225,17 @@ async def _campaign(running: Running, le: LeaderElection, *, nodes: int | None,
                                 on_new_leader=lambda who: log.info("new leader of %s/%s: %s", le.namespace,
                                                                    le.lease_name, who))
         running.elector = elector
-        await elector.run()
+        try:
+            await elector.run()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # stopping
+            log.warning("%s: leader election for %s/%s interrupted by a stray cancellation", identity,
+                        le.namespace, le.lease_name)
+        except Exception:  # noqa: BLE001 - a campaign that dies silently leaves the Lease to nobody
+            log.exception("%s: leader election for %s/%s failed", identity, le.namespace, le.lease_name)
+            await asyncio.sleep(le.retry_period)
         log.warning("%s: leader election lost for %s/%s; controllers stopped, campaigning again", identity,
                     le.namespace, le.lease_name)
 

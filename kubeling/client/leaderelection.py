@@ -34,6 +34,13 @@ def now_micro() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _stray_cancel() -> bool:
+    """A CancelledError nobody asked this task for: a future the HTTP client awaited was cancelled
+    under it. That is a failed request, not a request to stop (nor to give the Lease up)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
 class LeaderElector:
     """Acquire, hold and renew a Lease; see the module docstring.
 
@@ -104,7 +111,8 @@ class LeaderElector:
                     return
                 await asyncio.sleep(self.retry_period)
         except asyncio.CancelledError:
-            if self.release_on_cancel:
+            # only a real stop (someone cancelled this task) gives the Lease up; see _stray_cancel
+            if self.release_on_cancel and not _stray_cancel():
                 await asyncio.shield(self._release())
             raise
         finally:
@@ -134,11 +142,16 @@ class LeaderElector:
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.lease_name, "namespace": self.namespace},
                     "spec": desired}, self.namespace)
-            except ApiError as e2:
+            except Exception as e2:  # noqa: BLE001 - an ApiError or connection trouble: not this round
                 log.info("error initially creating lease %s/%s: %s", self.namespace, self.lease_name, e2)
                 return False
             self._observe(created, mono)
             return True
+        except asyncio.CancelledError:
+            if not _stray_cancel():
+                raise
+            log.info("error retrieving lease %s/%s: request cancelled", self.namespace, self.lease_name)
+            return False
         except Exception as e:  # noqa: BLE001 - connection trouble: just not this round
             log.info("error retrieving lease %s/%s: %r", self.namespace, self.lease_name, e)
             return False
@@ -159,6 +172,11 @@ class LeaderElector:
         lease["spec"] = {**spec, **desired}
         try:
             updated = await self.client.update(LEASES, lease, self.namespace)
+        except asyncio.CancelledError:
+            if not _stray_cancel():
+                raise
+            log.info("failed to update lease %s/%s: request cancelled", self.namespace, self.lease_name)
+            return False
         except ApiError as e:
             log.info("failed to update lease %s/%s: %s", self.namespace, self.lease_name, e)
             return False

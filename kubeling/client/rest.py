@@ -177,10 +177,12 @@ class Client:
         """Switch to the next configured server."""
         self._server_index = (self._server_index + 1) % len(self.config.servers)
 
-    def _connect_failed(self) -> None:
-        # With several servers, the caller's retry goes to the next one.
-        if len(self.config.servers) > 1:
-            log.info("cannot connect to %s; failing over", self.server)
+    def _connect_failed(self, server: str) -> None:
+        # With several servers, the caller's retry goes to the next one. Only the first of many
+        # concurrent requests failing on ``server`` moves on: the others, failing on the same dead
+        # server, must not move the index again (with two servers, back to the dead one).
+        if len(self.config.servers) > 1 and self.server == server:
+            log.info("cannot connect to %s; failing over", server)
             self.failover()
 
     async def close(self) -> None:
@@ -205,12 +207,13 @@ class Client:
         if body is not None:
             data = body if isinstance(body, bytes | str) else orjson.dumps(body)
             headers["Content-Type"] = content_type
+        server = self.server
         try:
-            async with self._sess().request(method, self.server + path, params=params, data=data,
+            async with self._sess().request(method, server + path, params=params, data=data,
                                             headers=headers, timeout=timeout or _DEFAULT_TIMEOUT) as resp:
                 raw = await resp.read()
         except aiohttp.ClientConnectorError:
-            self._connect_failed()
+            self._connect_failed(server)
             raise
         if resp.status >= 300:
             raise _error_from(resp.status, raw)
@@ -318,11 +321,12 @@ class Client:
         # (no bytes at all, not even bookmarks) for that long plus margin is treated as dead.
         read = (timeout_seconds or 1800) + 60
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=read)
+        server = self.server
         try:
-            ctx = await self._sess().get(self.server + resource_path(resource, namespace), params=params,
+            ctx = await self._sess().get(server + resource_path(resource, namespace), params=params,
                                          timeout=timeout)
         except aiohttp.ClientConnectorError:
-            self._connect_failed()
+            self._connect_failed(server)
             raise
         async with ctx as resp:
             if resp.status >= 300:
