@@ -34,6 +34,14 @@ def now_micro() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _raise_if_stopping() -> None:
+    """A library may turn the cancellation of an in-flight request into another error (aiohttp can):
+    the task is still being stopped, so stop rather than carry on with the Lease."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > 0:
+        raise asyncio.CancelledError
+
+
 def _stray_cancel() -> bool:
     """A CancelledError nobody asked this task for: a future the HTTP client awaited was cancelled
     under it. That is a failed request, not a request to stop (nor to give the Lease up)."""
@@ -84,6 +92,7 @@ class LeaderElector:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while not await self._try_acquire_or_renew():
+            _raise_if_stopping()
             await asyncio.sleep(self.retry_period * random.uniform(1.0, JITTER))
         self._leading = True
         log.info("%s: successfully acquired lease %s/%s", self.identity, self.namespace, self.lease_name)
@@ -102,6 +111,7 @@ class LeaderElector:
                             renewed = await self._try_acquire_or_renew()
                     except TimeoutError:
                         renewed = False
+                    _raise_if_stopping()
                     if renewed:
                         break
                     await asyncio.sleep(min(self.retry_period, max(0.0, deadline - loop.time())))
