@@ -9,31 +9,18 @@ nodes of any step are spread evenly over zones. Names sort naturally (``node-2``
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from kubeling.api.scheduling import label_selector_is_empty, label_selector_matches
+from kubeling.controllers.daemonset.rolling import scaled_value
 
 Obj = dict[str, Any]
 
 # container waiting reasons that mean an updated pod will not become available by itself
 FAILURE_REASONS = ("ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "InvalidImageName",
                    "CreateContainerConfigError", "CreateContainerError", "RunContainerError", "ErrImageNeverPull")
-
-
-def scaled(value: int | str | None, total: int, *, round_up: bool) -> int:
-    """intstr.GetScaledValueFromIntOrPercent: ``"10%"`` of ``total`` rounded up or down."""
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value
-    text = str(value)
-    if not text.endswith("%"):
-        return int(text)
-    share = int(text[:-1]) * total / 100
-    return math.ceil(share) if round_up else math.floor(share)
 
 
 def _labels(node: Obj) -> dict[str, str]:
@@ -81,13 +68,13 @@ def step_count(plan: Obj, step: int, *, eligible: int, canaries: int) -> int:
     """How many of ``eligible`` nodes may carry the update revision at ``step`` (0-based)."""
     steps = steps_of(plan)
     step = min(max(step, 0), len(steps) - 1)
-    count = max(scaled(steps[step].get("nodes"), eligible, round_up=True), canaries)  # canaries go in step 1
+    count = max(scaled_value(steps[step].get("nodes"), eligible, round_up=True), canaries)  # canaries go in step 1
     return min(count, eligible)
 
 
 def max_failed(plan: Obj, eligible: int) -> int:
     policy = (plan.get("spec") or {}).get("failurePolicy") or {}
-    return max(scaled(policy.get("maxFailedNodes", 0), eligible, round_up=False), 0)
+    return max(scaled_value(policy.get("maxFailedNodes", 0), eligible, round_up=False), 0)
 
 
 def targets(plan: Obj, ds: Obj) -> bool:
