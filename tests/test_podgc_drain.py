@@ -106,7 +106,9 @@ def test_drain_ignores_daemonsets_and_evicts_the_rest(c) -> None:
     assert "evicting pod default/web" in lines
     assert "pod/web evicted" in lines
     assert lines[-1] == "node/node-1 drained"
-    assert f"Warning: ignoring DaemonSet-managed Pods: default/{ds_pod}" in r.stderr
+    # kubectl joins its drain warnings with "; " after one "Warning: " prefix
+    assert r.stderr.startswith("Warning: ")
+    assert f"ignoring DaemonSet-managed Pods: default/{ds_pod}" in r.stderr
     assert "web" not in names(c)
     assert ds_pod in names(c) and not get(c, "pod", ds_pod)["metadata"].get("deletionTimestamp")
     assert "SchedulingDisabled" in c.kubectl("get", "node", "node-1")
