@@ -1,6 +1,9 @@
-"""kubeling.client against a running API server (the ``cluster`` fixture): CRUD, watch, informers
-(including a relist after 410 Gone), events and leader election. Written to hold against a real
-Kubernetes API server too."""
+"""kubeling.client against a running API server: CRUD, watch, informers (including a relist after
+410 Gone), events and leader election. Written to hold against a real Kubernetes API server too.
+
+Every test runs twice: over HTTPS against a `kubeling up` process (the ``cluster`` fixture), and
+through the in-process loopback against a `kubeling up` composed in the test's own event loop
+(API server and components, as `kubeling up` composes them), so both transports answer alike."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from kubeling.cli import runtime
+
 from kubeling.client.events import EventRecorder
 from kubeling.client.informer import Informer, object_key
 from kubeling.client.leaderelection import LeaderElector
@@ -19,6 +24,38 @@ from kubeling.client.rest import ApiError, Client, is_already_exists, is_conflic
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(params=["https", "loopback"])
+def connect(request, cluster, tmp_path):
+    """``connect(cls=Client)``: an async context manager giving a client of the parametrized transport."""
+
+    @contextlib.asynccontextmanager
+    async def open_client(cls: type[Client] = Client, **kw: Any):
+        if request.param == "https":
+            async with cls(cluster.client_config(), **kw) as c:
+                yield c
+            return
+        data = tmp_path / "inproc"
+        api = await runtime.start_apiserver(data_dir=data, port=free_port(), store_url="sqlite://")
+        loopback = api.loopback()
+        comps = await runtime.start_components(data / "kubeconfig", nodes=0, loopback=loopback)
+        try:
+            async with cls(runtime.client_config(data / "kubeconfig"), loopback=loopback, **kw) as c:
+                yield c
+        finally:
+            await runtime.stop_components(comps)
+            await api.stop()
+
+    return open_client
 
 
 def uniq(prefix: str) -> str:
@@ -46,9 +83,9 @@ def cm(name: str, data: dict[str, str] | None = None, labels: dict[str, str] | N
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data or {}}
 
 
-def test_configmap_crud_and_errors(cluster):
+def test_configmap_crud_and_errors(connect):
     async def main():
-        async with Client(cluster.client_config(), component="test") as c:
+        async with connect(component="test") as c:
             name = uniq("cm")
             created = await c.create("configmaps", cm(name, {"a": "1"}, {"suite": "client"}), "default")
             assert created["metadata"]["name"] == name and created["metadata"]["resourceVersion"]
@@ -89,9 +126,9 @@ def test_configmap_crud_and_errors(cluster):
     run(main())
 
 
-def test_pod_create_list_patch_delete(cluster):
+def test_pod_create_list_patch_delete(connect):
     async def main():
-        async with Client(cluster.client_config()) as c:
+        async with connect() as c:
             name = uniq("pod")
             body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
                     "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
@@ -117,9 +154,9 @@ def test_pod_create_list_patch_delete(cluster):
     run(main())
 
 
-def test_paginated_list(cluster):
+def test_paginated_list(connect):
     async def main():
-        async with Client(cluster.client_config()) as c:
+        async with connect() as c:
             label = uniq("page")
             for i in range(7):
                 await c.create("configmaps", cm(f"{label}-{i}", labels={"page": label}), "default")
@@ -132,9 +169,9 @@ def test_paginated_list(cluster):
     run(main())
 
 
-def test_watch_streams_changes(cluster):
+def test_watch_streams_changes(connect):
     async def main():
-        async with Client(cluster.client_config()) as c:
+        async with connect() as c:
             name = uniq("w")
             rv = (await c.list("configmaps", "default"))["metadata"]["resourceVersion"]
             seen: list[tuple[str, str]] = []
@@ -199,9 +236,9 @@ class InjectingClient(Client):
             await agen.aclose()
 
 
-def test_informer_follows_changes_and_relists_after_410(cluster):
+def test_informer_follows_changes_and_relists_after_410(connect):
     async def main():
-        async with InjectingClient(cluster.client_config()) as c:
+        async with connect(InjectingClient) as c:
             label = uniq("inf")
             sel = f"informer={label}"
             for n in ("keep", "change", "remove"):
@@ -253,9 +290,9 @@ def test_informer_follows_changes_and_relists_after_410(cluster):
     run(main())
 
 
-def test_event_recorder_writes_and_aggregates(cluster):
+def test_event_recorder_writes_and_aggregates(connect):
     async def main():
-        async with Client(cluster.client_config()) as c:
+        async with connect() as c:
             name = uniq("ev")
             obj = await c.create("configmaps", cm(name), "default")
             rec = EventRecorder(c, "test-controller", host="test-host")
@@ -275,9 +312,9 @@ def test_event_recorder_writes_and_aggregates(cluster):
     run(main())
 
 
-def test_leader_election_on_a_lease(cluster):
+def test_leader_election_on_a_lease(connect):
     async def main():
-        async with Client(cluster.client_config()) as c:
+        async with connect() as c:
             lease = uniq("lease")
             leading: list[str] = []
 

@@ -475,7 +475,9 @@ class ResourceHandlers:
                     raise
                 expired = exc
             pending = None  # type: ignore[assignment]
-        resp = web.StreamResponse(status=200)
+        # the in-process loopback's requests bring their own stream (no socket to write to)
+        make_stream = getattr(request, "make_stream_response", None)
+        resp = make_stream() if make_stream is not None else web.StreamResponse(status=200)
         resp.content_type = JSON
         resp.enable_chunked_encoding()
         resp.headers["Cache-Control"] = "no-cache, private"

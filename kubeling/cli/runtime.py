@@ -52,7 +52,19 @@ class RunningApi:
     runner: web.AppRunner
     store: Any
 
+    _loopback: Any = None
+
+    def loopback(self) -> Any:
+        """The in-process loopback to this server (for components in the same process)."""
+        if self._loopback is None:
+            from kubeling.apiserver.loopback import Loopback
+
+            self._loopback = Loopback(self.server)
+        return self._loopback
+
     async def stop(self) -> None:
+        if self._loopback is not None:
+            await self._loopback.close()
         await self.runner.cleanup()
         await self.store.close()
 
@@ -144,16 +156,17 @@ def client_config(kubeconfig: Path, servers: str | list[str] | None = None) -> A
 
 async def start_components(kubeconfig: Path, *, nodes: int | None, options: dict[str, dict[str, Any]] | None = None,
                            only: list[str] | None = None, servers: str | list[str] | None = None,
-                           leader_election: LeaderElection | None = None) -> Running:
+                           leader_election: LeaderElection | None = None, loopback: Any = None) -> Running:
     """Build the components (each with its own options), create the initial nodes, start them all.
 
     ``servers`` overrides the kubeconfig's server with several (fail-over on connection errors).
     With ``leader_election`` the components run only while this process holds the Lease.
+    ``loopback``: the API server is in this process; requests go to it without the wire.
     """
     from kubeling.client.informer import InformerFactory
     from kubeling.client.rest import Client
 
-    client = Client(client_config(kubeconfig, servers))
+    client = Client(client_config(kubeconfig, servers), loopback=loopback)
     if leader_election is None:
         factory = InformerFactory(client)
         running = Running(client, factory)

@@ -16,13 +16,16 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 
 from kubeling.client.config import ClientConfig
+
+if TYPE_CHECKING:
+    from kubeling.apiserver.loopback import Loopback
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +153,19 @@ class Client:
     first request) and ``await close()`` when done.
     """
 
-    def __init__(self, config: ClientConfig, *, component: str = "client", pool_size: int = 100) -> None:
+    def __init__(self, config: ClientConfig, *, component: str = "client", pool_size: int = 100,
+                 loopback: Loopback | None = None) -> None:
         self.config = config
         self.user_agent = f"kubeling/{component}"
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
         self._server_index = 0
         self._ssl = config.ssl_context()
+        # in the API server's own process: requests skip the wire (see kubeling.apiserver.loopback)
+        self._loopback = loopback
+        self._loopback_headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        if config.token:
+            self._loopback_headers["Authorization"] = f"Bearer {config.token}"
 
     @property
     def server(self) -> str:
@@ -207,6 +216,13 @@ class Client:
         if body is not None:
             data = body if isinstance(body, bytes | str) else orjson.dumps(body)
             headers["Content-Type"] = content_type
+        if self._loopback is not None:
+            if isinstance(data, str):
+                data = data.encode()
+            status, ctype, raw, _ = await self._loopback.request(
+                method, path, params=params, headers={**self._loopback_headers, **headers}, body=data,
+                timeout=(timeout or _DEFAULT_TIMEOUT).total)
+            return _answer(status, ctype, raw)
         server = self.server
         try:
             async with self._sess().request(method, server + path, params=params, data=data,
@@ -215,13 +231,7 @@ class Client:
         except aiohttp.ClientConnectorError:
             self._connect_failed(server)
             raise
-        if resp.status >= 300:
-            raise _error_from(resp.status, raw)
-        if not raw:
-            return None
-        if "json" in (resp.content_type or ""):
-            return orjson.loads(raw)
-        return raw.decode(errors="replace")
+        return _answer(resp.status, resp.content_type, raw)
 
     # -- verbs ---------------------------------------------------------------------------------
 
@@ -319,6 +329,10 @@ class Client:
                         fieldSelector=field_selector, timeoutSeconds=timeout_seconds)
         # No total deadline: the server ends the watch at timeoutSeconds; a silent connection
         # (no bytes at all, not even bookmarks) for that long plus margin is treated as dead.
+        if self._loopback is not None:
+            async for event in self._loopback_watch(resource_path(resource, namespace), params):
+                yield event
+            return
         read = (timeout_seconds or 1800) + 60
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=read)
         server = self.server
@@ -342,6 +356,39 @@ class Client:
                         yield _watch_event(line)
             if buf.strip():
                 yield _watch_event(buf)
+
+
+    async def _loopback_watch(self, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+        from kubeling.apiserver.loopback import LoopbackError  # loaded already: the server is in this process
+
+        assert self._loopback is not None
+        chunks = self._loopback.stream(path, params=params, headers=self._loopback_headers)
+        try:
+            buf = b""
+            async for chunk in chunks:
+                buf += chunk
+                if b"\n" not in chunk:
+                    continue
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line:
+                        yield _watch_event(line)
+            if buf.strip():
+                yield _watch_event(buf)
+        except LoopbackError as exc:
+            raise _error_from(exc.status, exc.body) from None
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _answer(status: int, content_type: str | None, raw: bytes) -> Any:
+    if status >= 300:
+        raise _error_from(status, raw)
+    if not raw:
+        return None
+    if "json" in (content_type or ""):
+        return orjson.loads(raw)
+    return raw.decode(errors="replace")
 
 
 def _watch_event(line: bytes) -> dict[str, Any]:

@@ -1,0 +1,218 @@
+"""The in-process loopback: components running in the API server's own process call it without a socket.
+
+kube-apiserver gives its own post-start hooks a loopback client; `kubeling up` does the same for every
+component it composes (controllers, scheduler, node fleet). A loopback request goes through exactly
+what an HTTPS request goes through after the wire: the app's middlewares (errors and metrics,
+authentication with the component's bearer token, warnings), the same routes and handlers, JSON
+bodies in and out (so a component never shares a mutable object with the server). What it saves is
+the wire: TLS, HTTP framing and parsing, the kernel's socket buffers, and a task per request on
+each side, which for a `kubeling up` at thousands of nodes is most of the CPU a request costs.
+
+A component started as its own process (`kubeling controller-manager`, `kubeling nodes`, ...) uses
+HTTPS as before; the component code does not know which one it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+if TYPE_CHECKING:
+    from kubeling.apiserver.server import ApiServer
+
+Handler = Callable[[Any], Awaitable[web.StreamResponse]]
+_END = object()  # queued after a watch stream's last chunk
+
+
+class _Body:
+    """The request body as aiohttp's StreamReader offers it to the handlers."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def readexactly(self, n: int) -> bytes:
+        data, self._data = self._data[:n], self._data[n:]
+        if len(data) < n:
+            raise asyncio.IncompleteReadError(data, n)
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = len(self._data)
+        data, self._data = self._data[:n], self._data[n:]
+        return data
+
+
+class LoopbackStream:
+    """What the watch handler writes its frames to instead of a chunked HTTP response."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.content_type = "application/json"
+        self.prepared = False
+        self.ready = asyncio.Event()
+        self.chunks: asyncio.Queue[Any] = asyncio.Queue()
+
+    def enable_chunked_encoding(self) -> None:
+        """Nothing to frame: chunks go to the queue as written."""
+
+    async def prepare(self, request: Any) -> None:
+        self.prepared = True
+        self.ready.set()
+
+    async def write(self, data: bytes) -> None:
+        self.chunks.put_nowait(data)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if data:
+            self.chunks.put_nowait(data)
+
+
+class LoopbackRequest(dict[str, Any]):
+    """The parts of aiohttp's web.Request the middlewares and handlers read (a dict, as a Request
+    is a mapping for per-request values such as the user and the resource)."""
+
+    def __init__(self, method: str, path: str, query: MultiDict[str], headers: CIMultiDict[str],
+                 body: bytes, *, streaming: bool = False) -> None:
+        super().__init__()
+        self.method = method
+        self.path = path
+        self.query = MultiDictProxy(query)
+        self.headers = CIMultiDictProxy(headers)
+        self.content = _Body(body)
+        self.content_length = len(body) if body else None
+        self.host = "loopback"
+        self.match_info: dict[str, str] = {}
+        self.stream = LoopbackStream() if streaming else None
+
+    def make_stream_response(self) -> LoopbackStream:
+        if self.stream is None:
+            self.stream = LoopbackStream()
+        return self.stream
+
+
+class Loopback:
+    """Serves requests of this process's components by calling the server's app directly."""
+
+    def __init__(self, server: ApiServer) -> None:
+        self.server = server
+        self._chain: Handler | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _handler(self) -> Handler:
+        # built on first use: apiextensions appends its middleware after the server is made
+        if self._chain is None:
+            handler: Handler = self._route
+            for mw in reversed(self.server.app.middlewares):
+                handler = _bind(mw, handler)
+            self._chain = handler
+        return self._chain
+
+    async def _route(self, request: LoopbackRequest) -> web.StreamResponse:
+        s = self.server
+        path = request.path
+        if path in ("/version", "/version/"):
+            return await s.version(request)  # type: ignore[arg-type]
+        if path in ("/healthz", "/livez", "/readyz"):
+            return await s.health(request)  # type: ignore[arg-type]
+        if path in ("/api", "/api/", "/apis", "/apis/"):
+            return await s.discovery(request)  # type: ignore[arg-type]
+        return await s.dispatch(request)  # type: ignore[arg-type]
+
+    def _start(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
+               body: bytes | None, *, streaming: bool = False
+               ) -> tuple[LoopbackRequest, asyncio.Task[web.StreamResponse]]:
+        path, _, qs = path.partition("?")
+        query: MultiDict[str] = MultiDict()
+        if qs:
+            query.extend(parse_qsl(qs, keep_blank_values=True))
+        if params:
+            query.extend(params)
+        request = LoopbackRequest(method, path, query, CIMultiDict(headers), body or b"", streaming=streaming)
+        # its own task, as a request served over HTTP: a caller that gives up (cancelled, timed
+        # out) does not cut a write in half
+        task = asyncio.ensure_future(self._serve(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return request, task
+
+    async def _serve(self, request: LoopbackRequest) -> web.StreamResponse:
+        try:
+            return await self._handler()(request)
+        except web.HTTPException as exc:  # as aiohttp answers a raised one (a redirect, 413, ...)
+            return exc
+
+    async def request(self, method: str, path: str, *, params: dict[str, str] | None, headers: dict[str, str],
+                      body: bytes | None, timeout: float | None) -> tuple[int, str, bytes, CIMultiDict[str]]:
+        """One request: status, content type, body, headers."""
+        _, task = self._start(method, path, params, headers, body)
+        async with asyncio.timeout(timeout):
+            resp = await asyncio.shield(task)
+        return resp.status, resp.content_type or "", _body_bytes(resp), CIMultiDict(resp.headers)
+
+    async def stream(self, path: str, *, params: dict[str, str] | None,
+                     headers: dict[str, str]) -> AsyncIterator[bytes]:
+        """A watch: its chunks as the handler writes them; an error answer raises LoopbackError."""
+        request, task = self._start("GET", path, params, headers, None, streaming=True)
+        stream = request.stream
+        assert stream is not None
+        stream_ready = asyncio.ensure_future(stream.ready.wait())
+        try:
+            await asyncio.wait({task, stream_ready}, return_when=asyncio.FIRST_COMPLETED)
+            if not stream.prepared:
+                resp = await task
+                raise LoopbackError(resp.status, _body_bytes(resp))
+            task.add_done_callback(lambda _t: stream.chunks.put_nowait(_END))
+            while True:
+                chunk = await stream.chunks.get()
+                if chunk is _END:
+                    # whatever the handler wrote after its last awaited write
+                    while not stream.chunks.empty():
+                        rest = stream.chunks.get_nowait()
+                        if rest is not _END:
+                            yield rest
+                    return
+                yield chunk
+        finally:
+            stream_ready.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class LoopbackError(Exception):
+    """A non-streaming answer to a watch (an error Status)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+def _bind(mw: Any, handler: Handler) -> Handler:
+    async def call(request: Any) -> web.StreamResponse:
+        return await mw(request, handler)
+
+    return call
+
+
+def _body_bytes(resp: web.StreamResponse) -> bytes:
+    body = getattr(resp, "body", None)  # web.Response keeps its body as bytes
+    return bytes(body) if isinstance(body, bytes | bytearray | memoryview) else b""
