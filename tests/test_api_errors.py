@@ -118,7 +118,11 @@ def test_discovery_and_openapi(http):
     r = http.req("GET", url)
     assert r.status_code == 200 and "io.k8s.api.apps.v1.DaemonSet" in r.json()["components"]["schemas"]
     assert "immutable" in r.headers.get("Cache-Control", "")
-    r = http.req("GET", "/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+    proto = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+    r = http.req("GET", "/openapi/v2", headers={"Accept": proto})
+    assert r.status_code == 200 and r.content[:1] != b"{"
+    assert r.headers["Content-Type"].startswith("application/com.github.proto-openapi.spec.v2")
+    r = http.req("GET", "/openapi/v2", headers={"Accept": "application/yaml"})
     assert r.status_code == 406
     r = http.req("GET", "/openapi/v2", headers={"Accept": "application/json"})
     assert r.status_code == 200 and r.json()["swagger"] == "2.0"

@@ -202,11 +202,10 @@ class ApiServer:
         return web.Response(body=orjson.dumps(body), headers={"Content-Type": ctype, "Vary": "Accept"})
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
-        if not _accepts_json(request.headers.get("Accept", "")):
-            # kubectl asks for the protobuf form first and falls back to JSON on 406
-            raise errors.StatusError(406, "NotAcceptable",
-                                     "only the following media types are accepted: application/json")
-        return web.Response(body=self.apiextensions.openapi_v2(), content_type="application/json")
+        from kubeling.apiserver import openapi_proto
+
+        # JSON or gnostic's protobuf (kubectl's validation asks for it), with upstream's ETag and 304s
+        return await openapi_proto.serve(request, self.apiextensions.openapi_v2())
 
     async def openapi_v3_index(self, request: web.Request) -> web.Response:
         return json_response(self.apiextensions.openapi_v3_index())
@@ -262,16 +261,6 @@ class ApiServer:
                                                     f"healthy pods and has "
                                                     f"{(pdb.get('status') or {}).get('currentHealthy', 0)} "
                                                     f"currently"}]})
-
-
-def _accepts_json(accept: str) -> bool:
-    if not accept.strip():
-        return True
-    for part in accept.split(","):
-        media = part.split(";")[0].strip().lower()
-        if media in ("application/json", "application/*", "*/*"):
-            return True
-    return False
 
 
 def make_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
