@@ -116,6 +116,8 @@ def read_token_file(path: Path) -> dict[str, dict[str, object]]:
             if not row or row[0].startswith("#") or len(row) < 3:
                 continue
             groups = [g for g in row[3].split(",") if g] if len(row) > 3 else []
+            if "system:authenticated" not in groups:
+                groups.append("system:authenticated")  # as upstream's AuthenticatedGroupAdder
             users[row[0].strip()] = {"name": row[1].strip(), "uid": row[2].strip(), "groups": groups}
     return users
 

@@ -99,6 +99,16 @@ async def read_raw(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
+_NAMED_VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _allow(res: Resource, verb: str) -> None:
+    """405 for a verb the resource does not serve (a review cannot be read back; namespaces have no
+    deletecollection), as upstream registers no route for it."""
+    if verb not in res.verbs:
+        raise errors.method_not_allowed()
+
+
 @functools.cache
 def _create_only() -> dict[tuple[str, str], Any]:
     from kubeling.apiserver.reviews import CREATE_ONLY  # imported late: it builds on this module
@@ -146,17 +156,23 @@ class ResourceHandlers:
         if info.name is None:
             if method == "GET":
                 if info.legacy_watch or _truthy(q.get("watch")):
+                    _allow(res, "watch")
                     return await self.watch(request, res, info)
+                _allow(res, "list")
                 return await self.list(request, res, info)
             if method == "POST":
                 return await self.create(request, res, info)
             if method == "DELETE":
+                _allow(res, "deletecollection")
                 return await self.delete_collection(request, res, info)
             raise errors.method_not_allowed()
         sub = info.subresource
         if sub in (None, "status"):
+            if sub is None and method in _NAMED_VERBS:
+                _allow(res, _NAMED_VERBS[method])
             if method == "GET":
                 if info.legacy_watch or _truthy(q.get("watch")):
+                    _allow(res, "watch")
                     return await self.watch(request, res, info)
                 obj = await self.registry.get(res, info.namespace, info.name)
                 return self._respond_object(request, res, obj)
