@@ -53,6 +53,9 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _run(coro_factory) -> None:  # type: ignore[no-untyped-def]
+    from kubeling.cli import malloctuning
+
+    malloctuning.tune()  # TLS reads without an mmap each (see the module)
     try:
         import uvloop
 
