@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import decimal
+import functools
 import re
 from decimal import Decimal
 from typing import Any
@@ -47,6 +48,13 @@ def parse(text: Any) -> tuple[Decimal, str]:
         text = repr(text) if isinstance(text, float) else str(text)
     if not isinstance(text, str):
         raise QuantityError(FORMAT_ERROR)
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> tuple[Decimal, str]:
+    """parse() of a string, memoized: the same few quantities ("100m", "1Gi", a node's capacity) come
+    back on every write of every pod and node. Only results are kept (errors are raised again)."""
     s = text.strip()
     m = _SHAPE.match(s)
     if not m:

@@ -223,9 +223,22 @@ def definition_for(resource: Any) -> str | None:
     return c.gvk.get((group, version, kind))
 
 
+# id(resource) -> (resource, its root node): catalogue rows are immutable and long-lived, and every
+# write asks; the row is kept in the entry so that its id cannot be reused by another object
+_ROOTS: dict[int, tuple[Any, Node | None]] = {}
+
+
 def root_node(resource: Any) -> Node | None:
+    hit = _ROOTS.get(id(resource))
+    if hit is not None and hit[0] is resource:
+        return hit[1]
     name = definition_for(resource)
-    return _compiled().node(name) if name else None
+    node = _compiled().node(name) if name else None
+    if not isinstance(resource, tuple):  # tuples are made per call: nothing to gain
+        if len(_ROOTS) >= 4096:
+            _ROOTS.clear()
+        _ROOTS[id(resource)] = (resource, node)
+    return node
 
 
 def node_for_definition(name: str) -> Node | None:
@@ -286,6 +299,17 @@ class _Walk:
                         self.type_error(v, child, f"{path}.{key}" if path else key, node.struct)
                 elif ck == ANY:
                     pass
+                # valid scalars are settled here, without a call or a path; anything else is walked
+                # (which records the error exactly as it would have)
+                elif ck == INT:
+                    if type(v) is not int or not _INT32[0] <= v <= _INT32[1]:
+                        self.walk(child, v, f"{path}.{key}" if path else key, node.struct)
+                elif ck == BOOL:
+                    if type(v) is not bool:
+                        self.walk(child, v, f"{path}.{key}" if path else key, node.struct)
+                elif ck == TIME:
+                    if type(v) is not str or v not in _VALID_TIMES:
+                        self.walk(child, v, f"{path}.{key}" if path else key, node.struct)
                 else:
                     self.walk(child, v, f"{path}.{key}" if path else key, node.struct)
             if drop:
@@ -354,12 +378,22 @@ class _Walk:
         elif k == TIME:
             if type(value) is not str:
                 self.hard_error(path, value, f"json: cannot unmarshal {_json_kind(value)} into Go value of type string")
+            elif value in _VALID_TIMES:
+                return
             elif not _RFC3339.match(value):
                 self.hard_error(path, value, f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00": '
                                 f'cannot parse "{value}" as "2006"')
+            else:
+                if len(_VALID_TIMES) >= _VALID_TIMES_LIMIT:
+                    _VALID_TIMES.clear()
+                _VALID_TIMES.add(value)
 
 
 _INDEX = re.compile(r"\[\d+\]")
+# timestamps that matched _RFC3339 (creation times, condition transitions repeat on every write);
+# dropped whole when full, invalid ones are never kept
+_VALID_TIMES: set[str] = set()
+_VALID_TIMES_LIMIT = 8192
 
 
 def _json_kind(value: Any) -> str:

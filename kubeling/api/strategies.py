@@ -8,7 +8,6 @@ field errors with upstream's messages. Strategies are plain classes over dicts.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +54,16 @@ def _status_zero(resource: Any) -> Obj:
     return {name: 0 for name in st.required if st.props.get(name) is not None and st.props[name].kind == schema.INT}
 
 
+def _shared(old: Obj, key: str) -> Any:
+    """``old[key]`` for the new object, without a copy.
+
+    The registry hands strategies an ``old`` it decoded for this request alone and never mutates
+    either object's nested values afterwards, so the new object may share them (a deep copy of a
+    pod's spec costs more than the rest of its update together).
+    """
+    return old[key]
+
+
 class Strategy:
     """The main-resource strategy of one kind."""
 
@@ -74,15 +83,22 @@ class Strategy:
         self.update_validator = update_validator
         self.has_status = has_status
         self.uses_generation = self.kind in GENERATION_KINDS
+        # looked up once, not on every write: the per-kind hooks and the empty status's shape
+        self._create_hook: Callable[[Obj], None] | None = getattr(self, f"_create_{self.kind}", None)
+        self._update_hook: Callable[[Obj, Obj], None] | None = getattr(self, f"_update_{self.kind}", None)
+        self._zero_status: Obj | None = None
 
     # -- create -------------------------------------------------------------------------
     def prepare_for_create(self, obj: Obj) -> None:
         meta = obj.setdefault("metadata", {})
         if self.has_status:
-            obj["status"] = _status_zero(self.resource)
+            zero = self._zero_status
+            if zero is None:
+                zero = self._zero_status = _status_zero(self.resource)
+            obj["status"] = dict(zero)  # flat: ints only
         if self.uses_generation:
             meta["generation"] = 1
-        hook = getattr(self, f"_create_{self.kind}", None)
+        hook = self._create_hook
         if hook:
             hook(obj)
 
@@ -126,7 +142,7 @@ class Strategy:
     def prepare_for_update(self, new: Obj, old: Obj) -> None:
         if self.has_status:
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = _shared(old, "status")
             else:
                 new.pop("status", None)
         if self.uses_generation:
@@ -136,7 +152,7 @@ class Strategy:
             if self.kind == "Deployment":
                 changed = changed or meta.get("annotations") != (old.get("metadata") or {}).get("annotations")
             meta["generation"] = gen + 1 if changed else gen
-        hook = getattr(self, f"_update_{self.kind}", None)
+        hook = self._update_hook
         if hook:
             hook(new, old)
 
@@ -153,7 +169,7 @@ class Strategy:
     def _update_Namespace(self, new: Obj, old: Obj) -> None:  # noqa: N802
         # finalizers change only through the finalize subresource
         if "spec" in old:
-            new["spec"] = copy.deepcopy(old["spec"])
+            new["spec"] = _shared(old, "spec")
         name = new["metadata"].get("name")
         if name:
             new["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
@@ -173,20 +189,23 @@ class Strategy:
         return errs
 
 
+_STATUS_OWN = frozenset(("status", "metadata", "apiVersion", "kind"))  # what a status write may send
+
+
 class StatusStrategy(Strategy):
     """The /status strategy: keeps the spec (and user metadata), takes the new status."""
 
     def prepare_for_update(self, new: Obj, old: Obj) -> None:
-        for key, value in old.items():
-            if key not in ("status", "metadata", "apiVersion", "kind"):
-                new[key] = copy.deepcopy(value)
+        for key in old:
+            if key not in _STATUS_OWN:
+                new[key] = _shared(old, key)
         for key in list(new):
-            if key not in old and key not in ("status", "metadata", "apiVersion", "kind"):
+            if key not in old and key not in _STATUS_OWN:
                 del new[key]
         nm, om = new.setdefault("metadata", {}), old.get("metadata") or {}
         for key in ("labels", "annotations", "finalizers", "ownerReferences", "generation", "deletionTimestamp"):
             if key in om:
-                nm[key] = copy.deepcopy(om[key])
+                nm[key] = _shared(om, key)
             else:
                 nm.pop(key, None)
 
@@ -214,11 +233,15 @@ def _validate_pod(obj: Obj) -> list[FieldError]:
 
 
 def _validate_pod_update(new: Obj, old: Obj) -> list[FieldError]:
-    ns, os_ = copy.deepcopy(new.get("spec") or {}), copy.deepcopy(old.get("spec") or {})
+    # shallow copies: only top-level keys are dropped and containers replaced, never mutated in place
+    ns, os_ = dict(new.get("spec") or {}), dict(old.get("spec") or {})
     # mutable: container images, activeDeadlineSeconds, tolerations additions, scheduling gates removal
     for key in ("containers", "initContainers"):
-        for nc, oc in zip(ns.get(key) or [], os_.get(key) or [], strict=False):
-            nc["image"] = oc.get("image")
+        new_list, old_list = ns.get(key) or [], os_.get(key) or []
+        if new_list and old_list:  # compare the new containers as if they kept the old images
+            masked = [dict(nc, image=oc.get("image")) for nc, oc in zip(new_list, old_list, strict=False)]
+            masked.extend(new_list[len(masked):])
+            ns[key] = masked
     for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
         ns.pop(key, None)
         os_.pop(key, None)

@@ -31,6 +31,11 @@ Obj = dict[str, Any]
 _CRD_GROUP, _CRD_PLURAL = "apiextensions.k8s.io", "customresourcedefinitions"
 
 
+def _custom(resource: Any) -> CustomVersion | None:
+    """custom_for, with no look-up at all while no CRD is served (every request asks, several times)."""
+    return custom_for(resource) if CUSTOM else None
+
+
 def _is_crd(resource: Any) -> bool:
     return getattr(resource, "group", None) == _CRD_GROUP and getattr(resource, "plural", None) == _CRD_PLURAL
 
@@ -45,7 +50,7 @@ class _Delegating:
 
 class SchemaDispatch(_Delegating):
     def validate(self, resource: Any, obj: Obj, *, field_validation: str = "Strict") -> tuple[list[Any], list[str]]:
-        info = custom_for(resource)
+        info = _custom(resource)
         if info is None:
             return self._base.validate(resource, obj, field_validation=field_validation)
         unknown = structural.prune(info.schema, obj)
@@ -58,7 +63,7 @@ class SchemaDispatch(_Delegating):
 
 class DefaultsDispatch(_Delegating):
     def apply_defaults(self, resource: Any, obj: Obj) -> None:
-        info = custom_for(resource)
+        info = _custom(resource)
         if info is None:
             self._base.apply_defaults(resource, obj)
         else:
@@ -71,7 +76,7 @@ class StrategyDispatch(_Delegating):
         self._catalogue = catalogue
 
     def strategy_for(self, resource: Any, subresource: str | None = None) -> Any:
-        info = custom_for(resource)
+        info = _custom(resource)
         if info is not None:
             return CustomStrategy(info, namespaced=resource.namespaced, subresource=subresource)
         s = self._base.strategy_for(resource, subresource)
@@ -82,7 +87,7 @@ class StrategyDispatch(_Delegating):
 
 class TablesDispatch(_Delegating):
     def to_table(self, resource: Any, objects: list[Obj], **kw: Any) -> Obj:
-        info = custom_for(resource)
+        info = _custom(resource)
         if info is None:
             return self._base.to_table(resource, objects, **kw)
         kw.pop("wide", None)
@@ -92,7 +97,7 @@ class TablesDispatch(_Delegating):
 
 class SelectorsDispatch(_Delegating):
     def field_set(self, resource: Any, obj: Obj) -> dict[str, str]:
-        info = custom_for(resource)
+        info = _custom(resource)
         if info is None:
             return self._base.field_set(resource, obj)
         meta = obj.get("metadata") or {}
@@ -106,7 +111,7 @@ class SelectorsDispatch(_Delegating):
         return out
 
     def validate_field_selector(self, resource: Any, selector: Any) -> Any:
-        info = custom_for(resource)
+        info = _custom(resource)
         if info is None:
             return self._base.validate_field_selector(resource, selector)
         if isinstance(selector, str):
@@ -144,7 +149,7 @@ class AdmissionChain(_Delegating):
 
 def convert(resource: Resource, obj: Obj) -> Obj:
     """An object read through ``resource``'s version (strategy None: only apiVersion changes)."""
-    info = custom_for(resource)
+    info = _custom(resource)
     if info is None or not isinstance(obj, dict) or obj.get("apiVersion") in (None, resource.api_version):
         return obj
     strategy = (info.conversion or {}).get("strategy") or "None"
@@ -200,7 +205,7 @@ def _to_scale(info: CustomVersion, obj: Obj) -> Obj:
 
 
 def _is_custom(resource: Resource) -> bool:
-    return custom_for(resource) is not None
+    return _custom(resource) is not None
 
 
 def _scale_handler(server: Any) -> Callable[[web.Request, Resource, Any], Awaitable[web.StreamResponse]]:
@@ -289,7 +294,7 @@ class CrdController:
             if obj["metadata"].get("deletionTimestamp"):
                 self._schedule_cleanup(obj)
             return
-        info = custom_for(resource)
+        info = _custom(resource)
         if info is not None and verb == "delete":
             crd_obj = await self._crd(info.crd_name)
             if crd_obj is not None and crd_obj["metadata"].get("deletionTimestamp"):

@@ -24,6 +24,7 @@ import orjson
 from kubeling.api import errors
 from kubeling.api.catalogue import Resource
 from kubeling.storage import interface as st
+from kubeling.storage.codec import materialize
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,18 @@ def now_rfc3339() -> str:
     return _now_cache[1]
 
 
+_PAIRS = [a + b for a in _ALPHANUMS for b in _ALPHANUMS]  # every two-letter string of the alphabet
+
+
 def random_suffix(n: int = 5) -> str:
     # upstream's utilrand.String is math/rand too: names need to be unlikely to collide, not secret
-    return "".join(random.choices(_ALPHANUMS, k=n))
+    if n != 5:
+        return "".join(random.choices(_ALPHANUMS, k=n))
+    # the default length from one random draw: two pairs and a letter (every create names a volume)
+    pairs, rnd = len(_PAIRS), random.randrange(len(_PAIRS) ** 2 * len(_ALPHANUMS))
+    rnd, a = divmod(rnd, pairs)
+    c, b = divmod(rnd, pairs)
+    return _PAIRS[a] + _PAIRS[b] + _ALPHANUMS[c]
 
 
 _uid_pool = b""
@@ -330,7 +340,8 @@ class Registry:
             meta = new["metadata"]
             strategy = self.strategies.strategy_for(resource, "status")
             strategy.prepare_for_update(new, old)
-            new["spec"]["finalizers"] = finalizers
+            # a new spec, not an assignment into it: the strategy may have shared old's spec
+            new["spec"] = {**(new.get("spec") or {}), "finalizers": finalizers}
         else:
             self.defaults.apply_defaults(resource, new)
             strategy = self.strategies.strategy_for(resource, subresource)
@@ -374,10 +385,10 @@ class Registry:
         """Read, mutate a copy, write; on a storage conflict re-read and retry (patch semantics)."""
         key = self.key(resource, namespace, name)
         for _attempt in range(20):
-            old = await self.store.get(key)
-            if old is None:
+            old, work = await self._read_twice(key)
+            if old is None or work is None:
                 raise errors.not_found_error(resource.group, resource.plural, name)
-            new = mutate(self.convert(resource, deep_copy(old)))
+            new = mutate(self.convert(resource, work))
             if not isinstance(new, dict):
                 raise errors.bad_request("the patched object is not a JSON object")
             if not isinstance(new.get("metadata", {}), dict):
@@ -401,6 +412,18 @@ class Registry:
                 raise
             return self.convert(resource, written), warnings
         raise errors.conflict(resource.group, resource.plural, name, errors.OBJECT_MODIFIED)
+
+    async def _read_twice(self, key: str) -> tuple[Obj | None, Obj | None]:
+        """Two private copies of the live object at key: the old state and one to mutate
+        (decoding the stored bytes twice is cheaper than decoding once and deep-copying)."""
+        get_raw = getattr(self.store, "get_raw", None)
+        if get_raw is None:
+            old = await self.store.get(key)
+            return old, deep_copy(old) if old is not None else None
+        hit = await get_raw(key)
+        if hit is None:
+            return None, None
+        return materialize(hit[1], hit[0]), materialize(hit[1], hit[0])
 
     # ---- delete -----------------------------------------------------------------------------
     async def delete(self, resource: Resource, namespace: str | None, name: str,
@@ -594,8 +617,20 @@ def _namespace_finalizers(resource: Resource, obj: Obj) -> bool:
 
 
 def _same(a: Obj, b: Obj) -> bool:
-    a_meta = {k: v for k, v in a.get("metadata", {}).items() if k != "resourceVersion"}
-    b_meta = {k: v for k, v in b.get("metadata", {}).items() if k != "resourceVersion"}
-    if a_meta != b_meta:
+    """Equal but for metadata.resourceVersion (a no-op write), compared in place without copies."""
+    return _equal_except(a.get("metadata", {}), b.get("metadata", {}), "resourceVersion") and \
+        _equal_except(a, b, "metadata")
+
+
+def _equal_except(a: Obj, b: Obj, skip: str) -> bool:
+    """``a == b`` as if neither had the key ``skip``."""
+    if len(a) - (skip in a) != len(b) - (skip in b):
         return False
-    return {k: v for k, v in a.items() if k != "metadata"} == {k: v for k, v in b.items() if k != "metadata"}
+    missing = _MISSING
+    for k, v in a.items():  # noqa: SIM110 - a plain loop: no generator per call on the write path
+        if k != skip and v != b.get(k, missing):
+            return False
+    return True
+
+
+_MISSING = object()

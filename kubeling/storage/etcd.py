@@ -404,13 +404,18 @@ class EtcdStore:
         return self.cache.revision
 
     async def get(self, key: str) -> Obj | None:
+        hit = await self.get_raw(key)
+        return materialize(hit[1], hit[0]) if hit is not None else None
+
+    async def get_raw(self, key: str) -> tuple[int, bytes] | None:
+        """(revision, stored bytes) of the live object at key (see SqliteStore.get_raw)."""
         if not self.consistent_reads and key.startswith(self.root):
-            return self.cache.get(key)
+            return self.cache.raw(key)
         resp, _ = await self._conn.kv_call("Range", rpc.RangeRequest(key=key.encode()))
         if not resp.kvs:
             return None
         kv = resp.kvs[0]
-        return materialize(kv.value, kv.mod_revision)
+        return kv.mod_revision, kv.value
 
     async def list(
         self,

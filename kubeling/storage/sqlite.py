@@ -479,6 +479,11 @@ class SqliteStore:
     async def get(self, key: str) -> Obj | None:
         return self.cache.get(key)
 
+    async def get_raw(self, key: str) -> tuple[int, bytes] | None:
+        """(revision, stored bytes) of the live object at key: a caller that needs two private
+        copies (read-modify-write) decodes them twice instead of decoding and deep-copying."""
+        return self.cache.raw(key)
+
     def peek(self, key: str) -> Obj | None:
         """The live object at key as a shared, read-only dict (cheap repeated lookups: admission)."""
         return self.cache.peek(key)
