@@ -25,6 +25,7 @@ from kubeling.api.catalogue import Resource
 from kubeling.apiextensions import crd, printers, structural
 from kubeling.apiextensions.crd import CUSTOM, CustomVersion, custom_for
 from kubeling.apiextensions.strategy import CrdStrategy, CustomStrategy
+from kubeling.apiserver import requestkeys
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -368,7 +369,7 @@ def _deprecation_mw(controller: CrdController) -> Any:
         resp = await handler(request)
         if not controller.serves_deprecated:
             return resp  # runs on every request: nothing to look up while no served version is deprecated
-        info = custom_for(request.get("resource"))
+        info = custom_for(request.get(requestkeys.RESOURCE))
         if info is not None and info.deprecated and not resp.prepared:
             resp.headers.add("Warning", f'299 - "{info.warning()}"')
         return resp

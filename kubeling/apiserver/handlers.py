@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from kubeling.api import errors
-from kubeling.apiserver import encoding
+from kubeling.apiserver import encoding, requestkeys
 from kubeling.apiserver.registry import DeleteOptions, ListOptions, deep_copy, now_rfc3339
 from kubeling.apiserver.requestinfo import RequestInfo
 
@@ -150,7 +150,7 @@ class ResourceHandlers:
         if info.subresource and info.subresource not in res.subresources:
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource",
                                      details={})
-        request["resource"] = res
+        request[requestkeys.RESOURCE] = res
         method = request.method
         q = request.query
         if info.name is None:
@@ -204,7 +204,6 @@ class ResourceHandlers:
     # ---- helpers --------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> Any:
         raw = await read_raw(request)
-        request["raw_body"] = raw
         return encoding.decode_body(raw, request.headers.get("Content-Type", JSON))
 
     @staticmethod
@@ -282,7 +281,7 @@ class ResourceHandlers:
             info.namespace = None
         obj, warnings = await self.registry.create(
             res, info.namespace, body, field_validation=self._field_validation(request),
-            dry_run=self._dry_run(request), user=request.get("user"))
+            dry_run=self._dry_run(request), user=request.get(requestkeys.USER))
         return self._respond_object(request, res, obj, 201, warnings)
 
     async def update(self, request: web.Request, res: Resource, info: RequestInfo,
@@ -294,7 +293,7 @@ class ResourceHandlers:
         obj, warnings = await self.registry.update(
             res, info.namespace, info.name, body, subresource=subresource or info.subresource,
             field_validation=self._field_validation(request), dry_run=self._dry_run(request),
-            user=request.get("user"))
+            user=request.get(requestkeys.USER))
         return self._respond_object(request, res, obj, 200, warnings)
 
     async def patch(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
@@ -315,7 +314,7 @@ class ResourceHandlers:
         try:
             obj, warnings = await self.registry.guaranteed_update(
                 res, info.namespace, info.name, mutate, subresource=info.subresource,
-                dry_run=self._dry_run(request), user=request.get("user"),
+                dry_run=self._dry_run(request), user=request.get(requestkeys.USER),
                 field_validation=self._field_validation(request))
         except errors.StatusError as exc:
             if exc.code == 404 and ctype == "application/apply-patch+yaml":
@@ -323,7 +322,7 @@ class ResourceHandlers:
                 body = patcher.apply_patch(ctype, {}, raw, schema_ref=schema_ref)
                 obj, warnings = await self.registry.create(
                     res, info.namespace, body, field_validation=self._field_validation(request),
-                    dry_run=self._dry_run(request), user=request.get("user"))
+                    dry_run=self._dry_run(request), user=request.get(requestkeys.USER))
                 return self._respond_object(request, res, obj, 201, warnings)
             raise
         return self._respond_object(request, res, obj, 200, warnings)

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from kubeling.api import errors
 from kubeling.api.catalogue import Resource
-from kubeling.apiserver import encoding
+from kubeling.apiserver import encoding, requestkeys
 from kubeling.apiserver.handlers import json_response, read_raw
 from kubeling.apiserver.registry import now_rfc3339
 from kubeling.apiserver.requestinfo import RequestInfo
@@ -47,7 +47,6 @@ async def _decode(handlers: ResourceHandlers, request: web.Request, res: Resourc
                   info: RequestInfo) -> tuple[Obj, list[str]]:
     """The request's object, checked as any create's is (kind, namespace, strict field validation)."""
     raw = await read_raw(request)
-    request["raw_body"] = raw
     body = encoding.decode_body(raw, request.headers.get("Content-Type", "application/json"))
     if not isinstance(body, dict):
         raise errors.bad_request("the body of the request was not a JSON object")
@@ -70,7 +69,7 @@ def user_info(user: Obj) -> Obj:
 
 
 def _requester(request: web.Request) -> Obj:
-    user = request.get("user")
+    user = request.get(requestkeys.USER)
     if user is None:
         raise errors.bad_request("no user present on request")
     return user

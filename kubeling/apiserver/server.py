@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from kubeling.api import errors
-from kubeling.apiserver import gctuning
+from kubeling.apiserver import gctuning, requestkeys
 from kubeling.apiserver.admission import Admission
 from kubeling.apiserver.handlers import ResourceHandlers, json_response
 from kubeling.apiserver.registry import Registry
@@ -153,9 +153,9 @@ class ApiServer:
             log.exception("internal error serving %s %s", request.method, request.path)
             return json_response(errors.internal(repr(exc)).status, 500)
         finally:
-            res = request.get("resource")
+            res = request.get(requestkeys.RESOURCE)
             if res is not None:
-                info = request.get("info")
+                info = request.get(requestkeys.INFO)
                 verb = _verb(request.method, request, bool(info and info.name))
                 sub = (info.subresource if info else None) or ""
                 self.metrics.observe(verb, res, sub, code,
@@ -170,7 +170,7 @@ class ApiServer:
             token = auth[7:].strip()
             user = self.tokens.get(token) or await self.sa_tokens.authenticate(token)
             if user is not None:
-                request["user"] = user
+                request[requestkeys.USER] = user
                 return await handler(request)
         raise errors.unauthorized()
 
@@ -233,7 +233,7 @@ class ApiServer:
                 return await self.discovery(request)
             raise errors.StatusError(404, "NotFound", "the server could not find the requested resource",
                                      details={})
-        request["info"] = info
+        request[requestkeys.INFO] = info
         return await self.handlers.handle(request, info)
 
     async def check_disruption_budgets(self, pod: dict[str, Any]) -> None:
