@@ -4,11 +4,13 @@ Every Node is adopted unless annotated ``kubeling.io/node-agent: external``. Per
 registers what a kubelet would (labels, status, a podCIDR as node-ipam would), renews its Lease in
 kube-node-lease and posts status on upstream's cadence; per pod bound to an adopted node it walks
 the pod stages of :mod:`kubeling.nodes.stages`. Thousands of nodes stay cheap: no task per node or
-pod; two work queues whose delayed adds are the pods' timers, and one lease ticker that renews a
-fortieth of the nodes per tick (nodes spread over ticks by a hash of their name). Writes are patches
-(strategic merge on status, so conditions others own, like NetworkUnavailable, survive); a steady
-Lease renewal is a merge patch of renewTime alone. With no pull or start delay a pod goes from bound
-to Running and Ready in one status write, as a kubelet with its images cached effectively reports.
+pod; two work queues whose delayed adds are the pods' timers, and the Leases of
+:mod:`kubeling.nodes.lease` (one ticker, renewals spread evenly, each an Update of the Lease held).
+Status writes are strategic merge patches (so conditions others own, like NetworkUnavailable,
+survive). Unchanged node status is reported every nodeStatusReportFrequency (5 min), the first
+report after a change shifted by a per-node delay as upstream's kubelet does, so nodes registered
+together do not report together. With no pull or start delay a pod goes from bound to Running and
+Ready in one status write, as a kubelet with its images cached effectively reports.
 """
 
 from __future__ import annotations
@@ -18,21 +20,18 @@ import contextlib
 import logging
 import os
 import time
-import zlib
 from typing import Any
 
 from kubeling.client.controller import run_controller
 from kubeling.client.informer import InformerFactory, object_key, split_key
-from kubeling.client.rest import ApiError, Client, is_already_exists, is_not_found
+from kubeling.client.rest import ApiError, Client, is_already_exists
 from kubeling.client.workqueue import WorkQueue
 from kubeling.nodes import stages
 from kubeling.nodes.faults import node_simulations
+from kubeling.nodes.lease import LEASE_NAMESPACE, LEASES, NodeLeases
 
 log = logging.getLogger(__name__)
 
-LEASES = "leases.coordination.k8s.io"
-LEASE_NAMESPACE = "kube-node-lease"
-LEASE_BUCKETS = 40  # ticks per renewal round: renewals spread evenly, not in bursts
 GRACE_ENV = "KUBELING_NODE_MONITOR_GRACE_PERIOD"
 DEFAULT_LEASE_DURATION = 40
 CONTROL_PLANE = "control-plane"
@@ -127,10 +126,8 @@ class NodeFleet:
         self._cidrs: dict[int, str] = {}                  # pod CIDR index -> node name
         self._cidr_of: dict[str, int] = {}                # node name -> pod CIDR index
         self._cidr_hint = 0
-        self._buckets: list[set[str]] = [set() for _ in range(LEASE_BUCKETS)]
-        self._lease_owner: dict[str, str] = {}            # node -> uid its Lease was written for
+        self.leases = NodeLeases(client, duration=self.lease_duration, clock=clock, node_for=self._heartbeating)
         self._written: dict[str, tuple[str | None, Obj]] = {}  # key -> (rv we wrote over, answer)
-        self._ns_ready = False
         self.nodes.add_handler(self._on_node)
         self.pods.add_handler(self._on_pod)
 
@@ -147,9 +144,9 @@ class NodeFleet:
             self._cidrs[idx] = name
             self._cidr_of.setdefault(name, idx)
         if not stages.is_adopted(node):
-            self._buckets[self._bucket(name)].discard(name)
+            self.leases.untrack(name)
             return
-        self._buckets[self._bucket(name)].add(name)
+        self.leases.track(name)
         self.node_queue.add(name)
         if old is None or _annotations(old) != _annotations(node) or _spec(old).get("podCIDR") != \
                 _spec(node).get("podCIDR") or not stages.is_adopted(old):
@@ -185,17 +182,19 @@ class NodeFleet:
                     del self._pods_on[node]
 
     def _forget_node(self, name: str) -> None:
-        self._buckets[self._bucket(name)].discard(name)
-        self._lease_owner.pop(name, None)
+        self.leases.forget(name)
         self._written.pop(name, None)
         idx = self._cidr_of.pop(name, None)
         if idx is not None and self._cidrs.get(idx) == name:
             del self._cidrs[idx]
             self._cidr_hint = min(self._cidr_hint, idx)
 
-    @staticmethod
-    def _bucket(name: str) -> int:
-        return zlib.crc32(name.encode()) % LEASE_BUCKETS
+    def _heartbeating(self, name: str) -> Obj | None:
+        """The node, if its kubelet heartbeats now (ours, and not simulated unreachable)."""
+        node = self.nodes.get(name)
+        if node is None or not stages.is_adopted(node) or "unreachable" in node_simulations(node):
+            return None
+        return node
 
     # -- allocation -------------------------------------------------------------------------------
 
@@ -241,12 +240,12 @@ class NodeFleet:
 
     async def run(self) -> None:
         self.factory.start()
-        await asyncio.gather(self.nodes.wait_synced(), self.pods.wait_synced())
+        await asyncio.gather(self.nodes.wait_synced(), self.pods.wait_synced(), self.leases.load())
         try:
             await asyncio.gather(
                 run_controller(self.node_queue.name, self.node_queue, self._sync_node, workers=max(self.workers // 2, 1)),
                 run_controller(self.pod_queue.name, self.pod_queue, self._sync_pod, workers=self.workers),
-                self._lease_loop())
+                self.leases.run())
         finally:
             self.node_queue.shutdown()
             self.pod_queue.shutdown()
@@ -265,7 +264,7 @@ class NodeFleet:
         return stages.Ctx(now=now, node=node, stop_after=self.stop_after, pull_delay=self.pull_delay,
                           start_delay=self.start_delay, fail_images=self.fail_images,
                           crash_images=self.crash_images, status_report_frequency=self.status_report_frequency,
-                          fast_start=True)
+                          fast_start=True, report_jitter=True)
 
     # -- nodes ------------------------------------------------------------------------------------
 
@@ -284,8 +283,8 @@ class NodeFleet:
             node = await self.client.patch("nodes", name, meta_patch)
             self._written[name] = (base, node)
         now = self.clock()
-        if name not in self._lease_owner and "unreachable" not in node_simulations(node):
-            await self._renew_lease(node, now)
+        if not self.leases.held(name) and "unreachable" not in node_simulations(node):
+            await self.leases.heartbeat(node, now)  # the first Lease; renewals follow on the clock
         p = stages.plan(stages.NODE_STAGES, node, self._ctx(node, now))
         if p.effect is not None and p.effect.status:
             base = _rv(node)
@@ -294,109 +293,6 @@ class NodeFleet:
             self._written[name] = (base, answer)
         if p.wait is not None:
             self.node_queue.add_after(name, p.wait + 0.05)
-
-    async def _lease_loop(self) -> None:
-        """Renew every registered node's Lease each quarter of its duration, one bucket per tick.
-
-        Ticks follow the clock, not the end of the previous tick's writes, and the ticker does not
-        wait for its renewals: a slow API server makes single renewals late, never the whole
-        schedule. A node whose renewal is still in flight is skipped rather than piled up.
-        Nodes not yet registered (no Lease written by ``_sync_node``) are left to their sync.
-        """
-        interval = self.lease_duration / 4  # upstream renews at a quarter of the lease duration
-        tick_len = interval / LEASE_BUCKETS
-        loop = asyncio.get_running_loop()
-        sem = asyncio.Semaphore(64)
-        inflight: set[str] = set()
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def renew(name: str) -> None:
-            try:
-                async with sem:
-                    node = self.nodes.get(name)
-                    if node is None or not stages.is_adopted(node) or "unreachable" in node_simulations(node):
-                        return
-                    await self._renew_lease(node, self.clock())
-            except ApiError as e:
-                log.debug("lease %s: %s", name, e)
-            except Exception as e:  # connection trouble: the next round retries
-                log.info("lease %s: %r", name, e)
-            finally:
-                inflight.discard(name)
-
-        tick = 0
-        next_tick = loop.time()
-        try:
-            while True:
-                next_tick += tick_len
-                delay = next_tick - loop.time()
-                if delay < -interval:  # the loop was stalled for a whole round: start afresh
-                    next_tick = loop.time()
-                await asyncio.sleep(max(delay, 0.0))
-                for name in self._buckets[tick % LEASE_BUCKETS]:
-                    if name in self._lease_owner and name not in inflight:
-                        inflight.add(name)
-                        t = asyncio.create_task(renew(name))
-                        tasks.add(t)
-                        t.add_done_callback(tasks.discard)
-                tick += 1
-        finally:
-            for t in list(tasks):
-                t.cancel()
-
-    async def _renew_lease(self, node: Obj, now: float) -> None:
-        meta = node["metadata"]
-        name, uid = meta["name"], meta.get("uid", "")
-        if self._lease_owner.get(name) == uid:
-            # Steady state (500 writes/s at 5,000 nodes): a merge patch of renewTime alone, prebuilt bytes.
-            # The full spec and owner were written by this process on the first renewal.
-            try:
-                await self.client.patch(LEASES, name, b'{"spec":{"renewTime":"%s"}}' % stages.fmt_micro_time(now).encode(),
-                                        LEASE_NAMESPACE)
-                return
-            except ApiError as e:
-                if not is_not_found(e):
-                    raise
-                del self._lease_owner[name]  # deleted behind our back: write it whole again
-        body = stages.lease_body(node, now=now, duration=self.lease_duration)
-        if name not in self._lease_owner and not self._probably_has_lease(node, now):
-            # a node just registered: its Lease is new too, so create first (one write, not a 404 and two)
-            try:
-                await self._create_lease(body)
-                self._lease_owner[name] = uid
-                return
-            except ApiError as e:
-                if not is_already_exists(e):
-                    raise
-        patch: Obj = {"spec": body["spec"]}
-        if self._lease_owner.get(name) != uid:
-            patch["metadata"] = {"ownerReferences": body["metadata"]["ownerReferences"]}
-        try:
-            await self.client.patch(LEASES, name, patch, LEASE_NAMESPACE)
-        except ApiError as e:
-            if not is_not_found(e):
-                raise
-            await self._create_lease(body)
-        self._lease_owner[name] = uid
-
-    def _probably_has_lease(self, node: Obj, now: float) -> bool:
-        """A node older than a lease period has most likely had a Lease written (a restarted fleet)."""
-        created = stages.parse_time((node.get("metadata") or {}).get("creationTimestamp"))
-        return created is not None and now - created > self.lease_duration
-
-    async def _create_lease(self, body: Obj) -> None:
-        try:
-            await self.client.create(LEASES, body, LEASE_NAMESPACE)
-        except ApiError as e:
-            if is_already_exists(e):
-                return
-            if not is_not_found(e) or self._ns_ready:
-                raise
-            with contextlib.suppress(ApiError):  # normally the API server's bootstrap makes it
-                await self.client.create("namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                        "metadata": {"name": LEASE_NAMESPACE}})
-            self._ns_ready = True
-            await self.client.create(LEASES, body, LEASE_NAMESPACE)
 
     # -- pods -------------------------------------------------------------------------------------
 

@@ -14,12 +14,16 @@ back-off (10 s doubling to 300 s).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import re
+import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from kubeling.nodes.faults import (
@@ -55,12 +59,29 @@ Obj = dict[str, Any]
 
 # -- time ------------------------------------------------------------------------------------------
 
+_SECONDS: dict[int, str] = {}  # formatted seconds: a pod's status holds the same few many times over
+
+
+def _fmt_second(sec: int) -> str:
+    text = _SECONDS.get(sec)
+    if text is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        text = _SECONDS[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return text
+
+
 def fmt_time(t: float) -> str:
-    return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _fmt_second(int(t)) + "Z"
 
 
 def fmt_micro_time(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """metav1.MicroTime text (every Lease renewal writes one)."""
+    frac, whole = math.modf(t)  # rounded as datetime.fromtimestamp rounds
+    sec, micros = int(whole), round(frac * 1_000_000)
+    if micros >= 1_000_000:
+        sec, micros = sec + 1, micros - 1_000_000
+    return f"{_fmt_second(sec)}.{micros:06d}Z"
 
 
 def parse_time(s: str | None) -> float | None:
@@ -95,6 +116,9 @@ class Ctx:
     # A fast kubelet: with no pull or start delay, the first post is already the running status
     # (one write per pod start instead of two); with a delay ContainerCreating still shows.
     fast_start: bool = False
+    # The kubelet's delayAfterNodeStatusChange: the first unchanged report after a change comes a
+    # per-node delay in [-1/2, 1/2) of the report frequency early or late (see _heartbeat_due).
+    report_jitter: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -200,6 +224,12 @@ def node_capacity(node: Obj) -> Obj:
 
 
 def node_info(name: str) -> Obj:
+    return dict(_node_info(name))  # a copy: callers put it in bodies they own
+
+
+@functools.lru_cache(maxsize=16384)
+def _node_info(name: str) -> Obj:
+    # every node sync compares the status it would post (nodeInfo included): hashes once per node
     d = _digest("node", name)
     return {
         "architecture": "amd64",
@@ -290,6 +320,31 @@ def _last_heartbeat(node: Obj) -> float:
     return 0.0
 
 
+def report_delay(name: str, frequency: float) -> float:
+    """This node's delayAfterNodeStatusChange: in [-frequency/2, frequency/2), fixed per node name.
+
+    Upstream draws it at random after each change; a value derived from the name keeps a restarted
+    fleet on the same schedule and spreads nodes registered together over a whole period.
+    """
+    return (zlib.crc32(name.encode()) / 2**32 - 0.5) * frequency
+
+
+def _reported_change(node: Obj) -> bool:
+    """Whether the last report carried a change: a condition moved at the Ready heartbeat's time
+    (registration included). Heartbeat-only reports leave every transition time behind it."""
+    conds = (node.get("status") or {}).get("conditions") or []
+    beat = next((c.get("lastHeartbeatTime") for c in conds if c.get("type") == "Ready"), None)
+    return beat is not None and any(c.get("lastTransitionTime") == beat for c in conds)
+
+
+def _heartbeat_due(node: Obj, ctx: Ctx) -> float:
+    """nodeStatusReportFrequency after the last report, shifted once after a change (upstream's jitter)."""
+    due = _last_heartbeat(node) + ctx.status_report_frequency
+    if ctx.report_jitter and _reported_change(node):
+        due += report_delay(node["metadata"]["name"], ctx.status_report_frequency)
+    return due
+
+
 NODE_STAGES: list[Stage] = [
     # heartbeats stop: neither status nor lease is written (the lease part lives in the fleet)
     Stage("node-unreachable",
@@ -303,7 +358,7 @@ NODE_STAGES: list[Stage] = [
     # nodeStatusReportFrequency: an unchanged status is still posted every 5 minutes
     Stage("node-heartbeat",
           match=lambda n, c: True,
-          due=lambda n, c: _last_heartbeat(n) + c.status_report_frequency,
+          due=_heartbeat_due,
           effect=lambda n, c: Effect(status={"conditions": node_conditions(n, c)}),
           recheck=lambda n, c: c.now + c.status_report_frequency),
 ]
@@ -594,8 +649,18 @@ def _starts_at_once(pod: Obj, ctx: Ctx) -> bool:
 
 
 def _pod_sync_effect(pod: Obj, ctx: Ctx) -> Effect:
-    want, _ = pod_status(pod, ctx)
+    want, next_change = pod_status(pod, ctx)
+    ctx.extra[_NEXT_CHANGE] = next_change  # for the recheck plan() asks next: one status computed, not two
     return Effect(status=want) if _owned_differs(pod, want) else Effect()
+
+
+_NEXT_CHANGE = "pod-next-change"
+
+
+def _pod_recheck(pod: Obj, ctx: Ctx) -> float | None:
+    if _NEXT_CHANGE in ctx.extra:
+        return ctx.extra.pop(_NEXT_CHANGE)
+    return pod_status(pod, ctx)[1]
 
 
 POD_STAGES: list[Stage] = [
@@ -619,6 +684,6 @@ POD_STAGES: list[Stage] = [
           match=lambda p, c: True,
           due=lambda p, c: 0.0,
           effect=_pod_sync_effect,
-          recheck=lambda p, c: pod_status(p, c)[1]),
+          recheck=_pod_recheck),
 ]
 
