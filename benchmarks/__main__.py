@@ -35,6 +35,7 @@ BENCHMARKS: list[tuple[str, str]] = [
     ("etcd", "benchmarks.etcd"),
     ("rollout", "benchmarks.rollout"),
     ("startup", "benchmarks.startup"),
+    ("instructions", "benchmarks.instructions"),
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from kubeling.cli import runtime
-
 from kubeling.client.events import EventRecorder
 from kubeling.client.informer import Informer, object_key
 from kubeling.client.leaderelection import LeaderElector

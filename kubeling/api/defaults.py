@@ -33,8 +33,20 @@ def _dicts(value: Any) -> list[Obj]:
 
 # ---- core/v1 pieces ---------------------------------------------------------------------
 
+_PULL_POLICIES: dict[str, str] = {}  # image -> its default policy: a few images repeat on every pod
+
+
 def image_pull_policy(image: str) -> str:
     """Always for ':latest' or an untagged, undigested image, else IfNotPresent."""
+    policy = _PULL_POLICIES.get(image)
+    if policy is None:
+        if len(_PULL_POLICIES) >= 4096:
+            _PULL_POLICIES.clear()
+        policy = _PULL_POLICIES[image] = _pull_policy(image)
+    return policy
+
+
+def _pull_policy(image: str) -> str:
     name = image
     if "@" in name:
         return "IfNotPresent"
@@ -91,12 +103,17 @@ def _container(c: Obj, *, regular: bool = True) -> None:
             c["imagePullPolicy"] = image_pull_policy(str(c.get("image") or ""))
         c.setdefault("terminationMessagePath", "/dev/termination-log")
         c.setdefault("terminationMessagePolicy", "File")
-    for port in _dicts(c.get("ports")):
-        port.setdefault("protocol", "TCP")
-    _env(c)
-    _round_up_milli(c.get("resources"))
+    # each piece below only acts on a field the container has: absent ones cost a lookup, not a call
+    if "ports" in c:
+        for port in _dicts(c["ports"]):
+            port.setdefault("protocol", "TCP")
+    if "env" in c:
+        _env(c)
+    if "resources" in c:
+        _round_up_milli(c["resources"])
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        _probe(c.get(probe))
+        if probe in c:
+            _probe(c[probe])
     lc = c.get("lifecycle")
     if isinstance(lc, dict):
         for hook in ("postStart", "preStop"):
@@ -159,14 +176,18 @@ def pod_spec(spec: Obj) -> None:
     spec.setdefault("terminationGracePeriodSeconds", 30)
     if not spec.get("schedulerName"):
         spec["schedulerName"] = "default-scheduler"
-    for c in _dicts(spec.get("initContainers")):
-        _container(c)
-    for c in _dicts(spec.get("containers")):
-        _container(c)
-    for c in _dicts(spec.get("ephemeralContainers")):
-        _container(c, regular=False)
-    for v in _dicts(spec.get("volumes")):
-        _volume(v)
+    if "initContainers" in spec:
+        for c in _dicts(spec["initContainers"]):
+            _container(c)
+    if "containers" in spec:
+        for c in _dicts(spec["containers"]):
+            _container(c)
+    if "ephemeralContainers" in spec:
+        for c in _dicts(spec["ephemeralContainers"]):
+            _container(c, regular=False)
+    if "volumes" in spec:
+        for v in _dicts(spec["volumes"]):
+            _volume(v)
 
 
 def _template(tmpl: Any) -> None:
@@ -182,7 +203,7 @@ def pod(obj: Obj) -> None:
     # requests default to limits, for pods only (not templates)
     for c in _dicts(spec.get("initContainers")) + _dicts(spec.get("containers")):
         res = c.get("resources")
-        if isinstance(res, dict) and isinstance(res.get("limits"), dict) and res["limits"]:
+        if res and isinstance(res, dict) and isinstance(res.get("limits"), dict) and res["limits"]:
             req = _d(res, "requests")
             for k, v in res["limits"].items():
                 req.setdefault(k, v)

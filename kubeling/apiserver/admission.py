@@ -14,6 +14,7 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 from kubeling.api import errors
+from kubeling.apiserver.registry import random_suffix
 
 if TYPE_CHECKING:
     from kubeling.api.catalogue import Resource
@@ -114,10 +115,15 @@ class Admission:
         if not automount:
             return
         volumes = spec.setdefault("volumes", [])
-        containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
-        if any(m.get("mountPath") == _TOKEN_VOLUME_PATH for c in containers for m in c.get("volumeMounts") or []):
-            return
-        vol_name = "kube-api-access-" + _suffix_for(meta)
+        containers = spec.get("containers") or []
+        init = spec.get("initContainers")
+        if init:
+            containers = [*containers, *init]
+        for c in containers:
+            for m in c.get("volumeMounts") or ():
+                if m.get("mountPath") == _TOKEN_VOLUME_PATH:
+                    return  # the pod mounts something there itself
+        vol_name = "kube-api-access-" + random_suffix(5)
         volumes.append({"name": vol_name, "projected": {"defaultMode": 420, "sources": [
             {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
             {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
@@ -180,14 +186,14 @@ class Admission:
         return any(s.get("spec", {}).get("clusterIP") == ip for s in page.items)
 
 
-def _suffix_for(meta: Obj) -> str:
-    from kubeling.apiserver.registry import random_suffix
-
-    return random_suffix(5)
-
-
 def _default_toleration_seconds(pod: Obj) -> None:
     tolerations = pod["spec"].setdefault("tolerations", [])
+    if not tolerations:  # the usual pod: both defaults, nothing to compare with
+        tolerations.append({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+                            "tolerationSeconds": 300})
+        tolerations.append({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+                            "tolerationSeconds": 300})
+        return
     for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
         if any(_tolerates_noexecute(t, key) for t in tolerations):
             continue

@@ -49,23 +49,34 @@ def _max(n: int) -> str:
 _KNOWN_VALID_LIMIT = 50_000
 
 
-def _remember_valid(check: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+# strings qualified_name and label_value passed (see _remember_valid): validate_labels tests these
+# sets itself, sparing a call per label
+_VALID_QUALIFIED_NAMES: set[str] = set()
+_VALID_LABEL_VALUES: set[str] = set()
+
+
+def _remember_valid(check: Callable[[str], list[str]], valid: set[str] | None = None) -> Callable[[str], list[str]]:
     """Skip the regexes for strings this check already passed: namespaces, label keys and values,
     container and account names repeat on every create. Invalid strings are checked every time."""
-    valid: set[str] = set()
+    known: set[str] = set() if valid is None else valid
 
     @functools.wraps(check)
     def cached(value: str) -> list[str]:
-        if type(value) is str and value in valid:
+        if type(value) is str and value in known:
             return []
         errs = check(value)
         if not errs and type(value) is str:
-            if len(valid) >= _KNOWN_VALID_LIMIT:
-                valid.clear()
-            valid.add(value)
+            if len(known) >= _KNOWN_VALID_LIMIT:
+                known.clear()
+            known.add(value)
         return errs
 
     return cached
+
+
+def _remember_valid_in(valid: set[str]) -> Callable[[Callable[[str], list[str]]], Callable[[str], list[str]]]:
+    """_remember_valid with a given set (one its hot callers can test themselves)."""
+    return lambda check: _remember_valid(check, valid)
 
 
 @_remember_valid
@@ -104,7 +115,7 @@ def path_segment_name(value: str) -> list[str]:
     return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
 
 
-@_remember_valid
+@_remember_valid_in(_VALID_QUALIFIED_NAMES)
 def qualified_name(value: str) -> list[str]:
     """validation.IsQualifiedName: an optional DNS-subdomain prefix and '/', then a 63-character name
     (label keys, annotation keys, finalizers; label selectors check their keys with it too)."""
@@ -129,7 +140,7 @@ def qualified_name(value: str) -> list[str]:
     return errs
 
 
-@_remember_valid
+@_remember_valid_in(_VALID_LABEL_VALUES)
 def label_value(value: str) -> list[str]:
     errs = []
     if len(value) > 63:
@@ -143,9 +154,16 @@ def validate_labels(labels: Any, path: str) -> list[FieldError]:
     errs: list[FieldError] = []
     if not isinstance(labels, dict):
         return errs
+    known_keys, known_values = _VALID_QUALIFIED_NAMES, _VALID_LABEL_VALUES
     for k, v in labels.items():
-        errs.extend(invalid(path, k, m) for m in qualified_name(k))
-        errs.extend(invalid(path, v, m) for m in label_value(v if isinstance(v, str) else str(v)))
+        if type(k) is not str or k not in known_keys:  # a known-valid key needs no call
+            msgs = qualified_name(k)
+            if msgs:
+                errs.extend(invalid(path, k, m) for m in msgs)
+        if type(v) is not str or v not in known_values:
+            msgs = label_value(v if isinstance(v, str) else str(v))
+            if msgs:
+                errs.extend(invalid(path, v, m) for m in msgs)
     return errs
 
 
@@ -155,7 +173,9 @@ def validate_annotations(annotations: Any, path: str) -> list[FieldError]:
         return errs
     total = 0
     for k, v in annotations.items():
-        errs.extend(invalid(path, k, m) for m in qualified_name(k.lower()))
+        msgs = qualified_name(k.lower())
+        if msgs:
+            errs.extend(invalid(path, k, m) for m in msgs)
         total += len(k) + len(v if isinstance(v, str) else "")
     if total > TOTAL_ANNOTATION_SIZE:
         errs.append(FieldError("Too long", path, f"must have at most {TOTAL_ANNOTATION_SIZE} bytes"))
@@ -261,27 +281,50 @@ def validate_object_meta(obj: Obj, *, namespaced: bool, name_fn: Any = dns1123_s
     name = meta.get("name") or ""
     gen = meta.get("generateName") or ""
     if gen:
-        errs.extend(invalid(f"{path}.generateName", gen, m) for m in name_fn(gen.rstrip("-") if gen.endswith("-") else gen))
+        msgs = name_fn(gen.rstrip("-") if gen.endswith("-") else gen)
+        if msgs:
+            errs.extend(invalid(f"{path}.generateName", gen, m) for m in msgs)
     if not name:
         if not gen:
             errs.append(required(f"{path}.name", "name or generateName is required"))
     else:
-        errs.extend(invalid(f"{path}.name", name, m) for m in name_fn(name))
+        msgs = name_fn(name)
+        if msgs:
+            errs.extend(invalid(f"{path}.name", name, m) for m in msgs)
     ns = meta.get("namespace") or ""
     if namespaced:
         if not ns:
             errs.append(required(f"{path}.namespace", ""))
         else:
-            errs.extend(invalid(f"{path}.namespace", ns, m) for m in dns1123_label(ns))
+            msgs = dns1123_label(ns)
+            if msgs:
+                errs.extend(invalid(f"{path}.namespace", ns, m) for m in msgs)
     elif ns:
         errs.append(forbidden(f"{path}.namespace", "not allowed on this type"))
-    errs.extend(nonnegative(meta.get("generation"), f"{path}.generation"))
-    errs.extend(validate_labels(meta.get("labels"), f"{path}.labels"))
-    errs.extend(validate_annotations(meta.get("annotations"), f"{path}.annotations"))
-    for f in meta.get("finalizers") or []:
-        errs.extend(invalid(f"{path}.finalizers", f, m) for m in qualified_name(f))
-    for i, ref in enumerate(meta.get("ownerReferences") or []):
-        p = f"{path}.ownerReferences[{i}]"
+    # absent or empty fields are skipped: their checks would find nothing (and need no path)
+    generation = meta.get("generation")
+    if isinstance(generation, int) and generation < 0:
+        errs.extend(nonnegative(generation, f"{path}.generation"))
+    labels = meta.get("labels")
+    if labels:
+        errs.extend(validate_labels(labels, f"{path}.labels"))
+    annotations = meta.get("annotations")
+    if annotations:
+        errs.extend(validate_annotations(annotations, f"{path}.annotations"))
+    for f in meta.get("finalizers") or ():
+        msgs = qualified_name(f)
+        if msgs:
+            errs.extend(invalid(f"{path}.finalizers", f, m) for m in msgs)
+    refs = meta.get("ownerReferences")
+    if refs:
+        errs.extend(_owner_references(refs, f"{path}.ownerReferences"))
+    return errs
+
+
+def _owner_references(refs: Any, path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    for i, ref in enumerate(refs):
+        p = f"{path}[{i}]"
         if not ref.get("apiVersion"):
             errs.append(invalid(f"{p}.apiVersion", ref.get("apiVersion", ""), "version must not be empty"))
         if not ref.get("kind"):
@@ -290,10 +333,10 @@ def validate_object_meta(obj: Obj, *, namespaced: bool, name_fn: Any = dns1123_s
             errs.append(invalid(f"{p}.name", ref.get("name", ""), "name must not be empty"))
         if not ref.get("uid"):
             errs.append(invalid(f"{p}.uid", ref.get("uid", ""), "uid must not be empty"))
-    controllers = [r for r in meta.get("ownerReferences") or [] if r.get("controller")]
+    controllers = [r for r in refs if r.get("controller")]
     if len(controllers) > 1:
         names = ", ".join(f"{r.get('kind')}/{r.get('name')}" for r in controllers)
-        errs.append(invalid(f"{path}.ownerReferences", GoValue("[]v1.OwnerReference{...}"),
+        errs.append(invalid(path, GoValue("[]v1.OwnerReference{...}"),
                             f"Only one reference can have Controller set to true. Found \"true\" in references for {names}"))
     return errs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from kubeling.api import quantity
@@ -168,7 +169,9 @@ def _container(c: Obj, path: str, volumes: set[str], *, host_network: bool,
     if not name:
         errs.append(required(f"{path}.name"))
     else:
-        errs.extend(invalid(f"{path}.name", name, m) for m in dns1123_label(name))
+        msgs = dns1123_label(name)
+        if msgs:
+            errs.extend(invalid(f"{path}.name", name, m) for m in msgs)
     if not c.get("image"):
         errs.append(required(f"{path}.image"))
     pol = c.get("imagePullPolicy")
@@ -181,103 +184,153 @@ def _container(c: Obj, path: str, volumes: set[str], *, host_network: bool,
         errs.append(required(f"{path}.terminationMessagePolicy"))
     elif tmp not in ("File", "FallbackToLogsOnError"):
         errs.append(unsupported(f"{path}.terminationMessagePolicy", tmp, ["File", "FallbackToLogsOnError"]))
-    errs.extend(_ports(c.get("ports"), f"{path}.ports"))
-    if host_network:
-        for i, p in enumerate(c.get("ports") or []):
-            hp = p.get("hostPort")
-            if hp and hp != p.get("containerPort"):
-                errs.append(invalid(f"{path}.ports[{i}].hostPort", hp,
-                                    "must match `containerPort` when `hostNetwork` is true"))
-    errs.extend(_env(c.get("env"), f"{path}.env"))
-    errs.extend(_resources(c.get("resources"), f"{path}.resources"))
+    # the checks below find nothing in an absent or empty field: skipped, with the path they would build
+    ports = c.get("ports")
+    if ports:
+        errs.extend(_ports(ports, f"{path}.ports"))
+        if host_network:
+            for i, p in enumerate(ports):
+                hp = p.get("hostPort")
+                if hp and hp != p.get("containerPort"):
+                    errs.append(invalid(f"{path}.ports[{i}].hostPort", hp,
+                                        "must match `containerPort` when `hostNetwork` is true"))
+    env = c.get("env")
+    if env:
+        errs.extend(_env(env, f"{path}.env"))
+    res = c.get("resources")
+    if res:
+        errs.extend(_resources(res, f"{path}.resources"))
     mounts: set[str] = set()
     for i, m in enumerate(c.get("volumeMounts") or []):
-        p = f"{path}.volumeMounts[{i}]"
         mname = m.get("name") or ""
-        if not mname:
-            errs.append(required(f"{p}.name"))
-        elif mname not in volumes:
-            errs.append(not_found(f"{p}.name", mname))
         mp = m.get("mountPath") or ""
-        if not mp:
-            errs.append(required(f"{p}.mountPath"))
-        elif mp in mounts:
-            errs.append(invalid(f"{p}.mountPath", mp, "must be unique"))
+        if not mname or mname not in volumes or not mp or mp in mounts:
+            p = f"{path}.volumeMounts[{i}]"  # only a mount with an error needs its path
+            if not mname:
+                errs.append(required(f"{p}.name"))
+            elif mname not in volumes:
+                errs.append(not_found(f"{p}.name", mname))
+            if not mp:
+                errs.append(required(f"{p}.mountPath"))
+            elif mp in mounts:
+                errs.append(invalid(f"{p}.mountPath", mp, "must be unique"))
         mounts.add(mp)
     if regular:
-        errs.extend(_probe(c.get("livenessProbe"), f"{path}.livenessProbe", liveness=True))
-        errs.extend(_probe(c.get("readinessProbe"), f"{path}.readinessProbe"))
-        errs.extend(_probe(c.get("startupProbe"), f"{path}.startupProbe", liveness=True))
+        for key, liveness in _PROBES:
+            probe = c.get(key)
+            if isinstance(probe, dict):
+                errs.extend(_probe(probe, f"{path}.{key}", liveness=liveness))
     return errs
+
+
+_PROBES = (("livenessProbe", True), ("readinessProbe", False), ("startupProbe", True))
 
 
 def _volumes(vols: Any, path: str) -> tuple[list[FieldError], set[str]]:
     errs: list[FieldError] = []
     names: set[str] = set()
     for i, v in enumerate(vols or []):
-        p = f"{path}[{i}]"
         name = v.get("name") or ""
         if not name:
-            errs.append(required(f"{p}.name"))
+            errs.append(required(f"{path}[{i}].name"))
         else:
-            errs.extend(invalid(f"{p}.name", name, m) for m in dns1123_label(name))
+            msgs = dns1123_label(name)
+            if msgs:
+                errs.extend(invalid(f"{path}[{i}].name", name, m) for m in msgs)
             if name in names:
-                errs.append(duplicate(f"{p}.name", name))
+                errs.append(duplicate(f"{path}[{i}].name", name))
         names.add(name)
         sources = [s for s in v if s in _VOLUME_SOURCE_SET and v[s] is not None]
-        if len(sources) > 1:  # the error names the second in upstream's field order
-            sources = [s for s in VOLUME_SOURCES if v.get(s) is not None]
-        if not sources:
-            errs.append(required(p, "must specify a volume type"))
-        elif len(sources) > 1:
-            errs.append(forbidden(f"{p}.{sources[1]}", "may not specify more than 1 volume type"))
-        hp = v.get("hostPath")
-        if isinstance(hp, dict):
-            if not hp.get("path"):
-                errs.append(required(f"{p}.hostPath.path"))
-            if hp.get("type") not in HOST_PATH_TYPES and hp.get("type") is not None:
-                errs.append(unsupported(f"{p}.hostPath.type", hp["type"], HOST_PATH_TYPES))
-        for key in ("secret", "configMap", "downwardAPI", "projected"):
-            src = v.get(key)
-            if isinstance(src, dict):
-                mode = src.get("defaultMode")
-                if isinstance(mode, int) and not 0 <= mode <= 0o777:
-                    errs.append(invalid(f"{p}.{key}.defaultMode", mode,
-                                        "must be a number between 0 and 0777 (octal), both inclusive"))
-        pvc = v.get("persistentVolumeClaim")
-        if isinstance(pvc, dict) and not pvc.get("claimName"):
-            errs.append(required(f"{p}.persistentVolumeClaim.claimName"))
-        ed = v.get("emptyDir")
-        if isinstance(ed, dict) and ed.get("sizeLimit") is not None and not quantity.is_valid(ed["sizeLimit"]):
-            errs.append(invalid(f"{p}.emptyDir.sizeLimit", ed["sizeLimit"], quantity.FORMAT_ERROR))
+        if len(sources) == 1:  # the usual case: only the one source's checks can say anything
+            key = sources[0]
+            check = _VOLUME_SOURCE_CHECKS.get(key)
+            if check is not None:
+                errs.extend(check(v[key], f"{path}[{i}].{key}"))
+        else:
+            errs.extend(_volume_sources(v, sources, f"{path}[{i}]"))
+            for key, check in _VOLUME_SOURCE_CHECKS.items():
+                if key in v:
+                    errs.extend(check(v[key], f"{path}[{i}].{key}"))
     return errs, names
+
+
+def _volume_sources(v: Obj, sources: list[str], p: str) -> list[FieldError]:
+    """The error of a volume with no source or with more than one."""
+    if len(sources) > 1:  # the error names the second in upstream's field order
+        sources = [s for s in VOLUME_SOURCES if v.get(s) is not None]
+    if not sources:
+        return [required(p, "must specify a volume type")]
+    if len(sources) > 1:
+        return [forbidden(f"{p}.{sources[1]}", "may not specify more than 1 volume type")]
+    return []
+
+
+def _host_path(hp: Any, p: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    if isinstance(hp, dict):
+        if not hp.get("path"):
+            errs.append(required(f"{p}.path"))
+        if hp.get("type") not in HOST_PATH_TYPES and hp.get("type") is not None:
+            errs.append(unsupported(f"{p}.type", hp["type"], HOST_PATH_TYPES))
+    return errs
+
+
+def _default_mode(src: Any, p: str) -> list[FieldError]:
+    if isinstance(src, dict):
+        mode = src.get("defaultMode")
+        if isinstance(mode, int) and not 0 <= mode <= 0o777:
+            return [invalid(f"{p}.defaultMode", mode,
+                            "must be a number between 0 and 0777 (octal), both inclusive")]
+    return []
+
+
+def _claim(pvc: Any, p: str) -> list[FieldError]:
+    if isinstance(pvc, dict) and not pvc.get("claimName"):
+        return [required(f"{p}.claimName")]
+    return []
+
+
+def _empty_dir(ed: Any, p: str) -> list[FieldError]:
+    if isinstance(ed, dict) and ed.get("sizeLimit") is not None and not quantity.is_valid(ed["sizeLimit"]):
+        return [invalid(f"{p}.sizeLimit", ed["sizeLimit"], quantity.FORMAT_ERROR)]
+    return []
+
+
+# volume source -> its checks (path: the volume's path plus the source's name), in upstream's order
+_VOLUME_SOURCE_CHECKS: dict[str, Callable[[Any, str], list[FieldError]]] = {
+    "hostPath": _host_path, "secret": _default_mode, "configMap": _default_mode, "downwardAPI": _default_mode,
+    "projected": _default_mode, "persistentVolumeClaim": _claim, "emptyDir": _empty_dir,
+}
 
 
 def validate_tolerations(tols: Any, path: str) -> list[FieldError]:
     errs: list[FieldError] = []
     for i, t in enumerate(tols or []):
-        p = f"{path}[{i}]"
         key = t.get("key") or ""
         op = t.get("operator") or "Equal"
         if key:
-            errs.extend(invalid(f"{p}.key", key, m) for m in qualified_name(key))
+            msgs = qualified_name(key)
+            if msgs:
+                errs.extend(invalid(f"{path}[{i}].key", key, m) for m in msgs)
         elif op != "Exists":
-            errs.append(invalid(f"{p}.operator", op, "operator must be Exists when `key` is empty, which means "
-                                '"match all values and all keys"'))
+            errs.append(invalid(f"{path}[{i}].operator", op, "operator must be Exists when `key` is empty, "
+                                'which means "match all values and all keys"'))
         if t.get("tolerationSeconds") is not None and t.get("effect") != "NoExecute":
-            errs.append(invalid(f"{p}.effect", t.get("effect") or "",
+            errs.append(invalid(f"{path}[{i}].effect", t.get("effect") or "",
                                 "effect must be 'NoExecute' when `tolerationSeconds` is set"))
         if op == "Equal":
-            errs.extend(invalid(f"{p}.value", t.get("value") or "", m) for m in label_value(t.get("value") or ""))
+            msgs = label_value(t.get("value") or "")
+            if msgs:
+                errs.extend(invalid(f"{path}[{i}].value", t.get("value") or "", m) for m in msgs)
         elif op == "Exists":
             if t.get("value"):
-                errs.append(invalid(f"{p}.operator", t,
+                errs.append(invalid(f"{path}[{i}].operator", t,
                                     "value must be empty when `operator` is 'Exists'"))
         else:
-            errs.append(unsupported(f"{p}.operator", op, ["Equal", "Exists"]))
+            errs.append(unsupported(f"{path}[{i}].operator", op, ["Equal", "Exists"]))
         eff = t.get("effect")
         if eff and eff not in TAINT_EFFECTS:
-            errs.append(unsupported(f"{p}.effect", eff, TAINT_EFFECTS))
+            errs.append(unsupported(f"{path}[{i}].effect", eff, TAINT_EFFECTS))
     return errs
 
 
@@ -354,19 +407,28 @@ def validate_affinity(aff: Any, path: str) -> list[FieldError]:
     return errs
 
 
+_CONTAINER_LISTS = (("initContainers", True), ("containers", True), ("ephemeralContainers", False))
+
+
 def validate_pod_spec(spec: Any, path: str) -> list[FieldError]:
     errs: list[FieldError] = []
     if not isinstance(spec, dict):
         return [required(path)]
-    verrs, volumes = _volumes(spec.get("volumes"), f"{path}.volumes")
-    errs.extend(verrs)
+    # absent or empty fields are skipped below: their checks would find nothing, and skipping them
+    # saves building the paths those checks are given
+    vols = spec.get("volumes")
+    if vols:
+        verrs, volumes = _volumes(vols, f"{path}.volumes")
+        errs.extend(verrs)
+    else:
+        volumes = set()
     host_network = bool(spec.get("hostNetwork"))
     names: set[str] = set()
     containers = spec.get("containers") or []
     if not containers:
         errs.append(required(f"{path}.containers"))
-    for key, regular in (("initContainers", True), ("containers", True), ("ephemeralContainers", False)):
-        for i, c in enumerate(spec.get(key) or []):
+    for key, regular in _CONTAINER_LISTS:
+        for i, c in enumerate(spec.get(key) or ()):
             p = f"{path}.{key}[{i}]"
             errs.extend(_container(c, p, volumes, host_network=host_network, regular=regular))
             n = c.get("name")
@@ -389,22 +451,33 @@ def validate_pod_spec(spec: Any, path: str) -> list[FieldError]:
     ads = spec.get("activeDeadlineSeconds")
     if ads is not None and not 1 <= ads <= 2147483647:
         errs.append(invalid(f"{path}.activeDeadlineSeconds", ads, "must be between 1 and 2147483647, inclusive"))
-    errs.extend(nonnegative(spec.get("terminationGracePeriodSeconds"), f"{path}.terminationGracePeriodSeconds"))
-    errs.extend(validate_labels(spec.get("nodeSelector"), f"{path}.nodeSelector"))
-    errs.extend(validate_tolerations(spec.get("tolerations"), f"{path}.tolerations"))
-    errs.extend(validate_affinity(spec.get("affinity"), f"{path}.affinity"))
-    for key in ("serviceAccountName", "nodeName", "priorityClassName"):
+    tgps = spec.get("terminationGracePeriodSeconds")
+    if isinstance(tgps, int) and tgps < 0:
+        errs.extend(nonnegative(tgps, f"{path}.terminationGracePeriodSeconds"))
+    node_selector = spec.get("nodeSelector")
+    if node_selector:
+        errs.extend(validate_labels(node_selector, f"{path}.nodeSelector"))
+    tols = spec.get("tolerations")
+    if tols:
+        errs.extend(validate_tolerations(tols, f"{path}.tolerations"))
+    aff = spec.get("affinity")
+    if aff:
+        errs.extend(validate_affinity(aff, f"{path}.affinity"))
+    for key, check in _SPEC_NAMES:
         v = spec.get(key)
         if v:
-            errs.extend(invalid(f"{path}.{key}", v, m) for m in dns1123_subdomain(v))
-    for key in ("hostname", "subdomain"):
-        v = spec.get(key)
-        if v:
-            errs.extend(invalid(f"{path}.{key}", v, m) for m in dns1123_label(v))
-    for i, s in enumerate(spec.get("imagePullSecrets") or []):
+            msgs = check(v)
+            if msgs:
+                errs.extend(invalid(f"{path}.{key}", v, m) for m in msgs)
+    for i, s in enumerate(spec.get("imagePullSecrets") or ()):
         if not s.get("name"):
             errs.append(required(f"{path}.imagePullSecrets[{i}].name"))
     return errs
+
+
+# spec fields naming things, with the check of each, in upstream's order
+_SPEC_NAMES = (("serviceAccountName", dns1123_subdomain), ("nodeName", dns1123_subdomain),
+               ("priorityClassName", dns1123_subdomain), ("hostname", dns1123_label), ("subdomain", dns1123_label))
 
 
 def validate_pod_template_spec(tmpl: Any, path: str) -> list[FieldError]:

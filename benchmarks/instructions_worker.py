@@ -1,0 +1,262 @@
+"""The process benchmarks/instructions.py runs under ``valgrind --tool=callgrind``.
+
+Not a benchmark by itself: it drives the real Registry (behind a real ApiServer, on a real
+SqliteStore in a temporary directory, no HTTP) and brackets each measured phase between a call of
+``math.gcd`` and one of ``math.lcm``. Callgrind is started with ``--zero-before=math_gcd
+--dump-before=math_lcm``, so each phase becomes one dump holding exactly the instructions executed
+inside it; the phase's label is appended to LABELS once the phase is over (dump N <-> line N).
+
+usage: instructions_worker.py {ops,pieces} N LABELS ROOT
+  ops     N pod creates by 32 concurrent clients, then N lease PUTs, N pod status PUTs, N label
+          patches (the verbs a fleet of nodes and controllers keeps sending)
+  pieces  each stage of one create/update, N times apiece on fresh bodies
+ROOT is the tree whose ``kubeling`` is measured (a checkout of another commit compares the two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+CONCURRENCY = 32
+NAMESPACE = "bench-a"
+# a pod as the fleet leaves it once running: defaulted, admitted, bound, with a status
+RUNNING_POD: dict[str, Any] = {
+    "apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "x", "labels": {"app": "bench"}, "namespace": NAMESPACE,
+                 "uid": "fc5a12b2-fba8-4aed-a844-c102fb937338", "creationTimestamp": "2026-11-26T00:37:02Z",
+                 "resourceVersion": "38"},
+    "spec": {
+        "schedulerName": "kubeling-bench",
+        "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10", "imagePullPolicy": "IfNotPresent",
+                        "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+                        "volumeMounts": [{"name": "kube-api-access-9np4p", "readOnly": True,
+                                          "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+        "dnsPolicy": "ClusterFirst", "restartPolicy": "Always", "securityContext": {},
+        "terminationGracePeriodSeconds": 30, "enableServiceLinks": True, "serviceAccountName": "default",
+        "serviceAccount": "default",
+        "volumes": [{"name": "kube-api-access-9np4p", "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+                "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}],
+        "priority": 0, "preemptionPolicy": "PreemptLowerPriority",
+        "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+                         "tolerationSeconds": 300},
+                        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+                         "tolerationSeconds": 300}],
+        "nodeName": "node-1"},
+    "status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"},
+                       {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+        "hostIP": "10.0.0.1", "podIP": "10.1.0.1", "startTime": "2024-01-01T00:00:00Z", "qosClass": "BestEffort",
+        "containerStatuses": [{"name": "c", "ready": True, "restartCount": 0, "image": "registry.k8s.io/pause:3.10",
+                               "imageID": "x", "containerID": "containerd://abc", "started": True,
+                               "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}]},
+}
+
+
+def pod_body(name: str) -> dict[str, Any]:
+    """What a client sends to create a pod: no defaults, no admission's additions."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
+            "spec": {"schedulerName": "kubeling-bench",
+                     "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}
+
+
+class Phases:
+    """Brackets phases for callgrind and records their labels in order."""
+
+    def __init__(self, labels_path: str) -> None:
+        self.labels_path = labels_path
+        open(labels_path, "w").close()
+
+    def begin(self) -> None:
+        gc.collect()  # garbage of the set-up is not the phase's to collect
+        math.gcd(1, 2)  # callgrind --zero-before=math_gcd
+
+    def end(self, label: str) -> None:
+        math.lcm(1, 2)  # callgrind --dump-before=math_lcm
+        with open(self.labels_path, "a") as f:
+            f.write(label + "\n")
+
+
+async def _setup() -> tuple[Any, Any, Any]:
+    import orjson  # noqa: F401 - imported before any phase, as every other module
+
+    from kubeling.apiserver.bootstrap import bootstrap
+    from kubeling.apiserver.server import ApiServer
+    from kubeling.storage import SqliteStore
+
+    store = SqliteStore(os.path.join(tempfile.mkdtemp(prefix="kubeling-ir-"), "state.db"), compact_interval=0)
+    await store.start()
+    server = ApiServer(store, tokens={})
+    reg = server.registry
+    await bootstrap(reg, ca_pem="x")
+    cat = server.catalogue
+    await reg.create(cat.lookup("", "v1", "namespaces"), None, {"metadata": {"name": NAMESPACE}})
+    await reg.create(cat.lookup("", "v1", "serviceaccounts"), NAMESPACE, {"metadata": {"name": "default"}})
+    return store, server, reg
+
+
+async def _workers(n: int, fn: Callable[[int], Awaitable[None]], start: int = 0) -> None:
+    it = iter(range(start, start + n))
+
+    async def worker() -> None:
+        for i in it:
+            await fn(i)
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+
+async def ops(n: int, phases: Phases) -> None:
+    """Whole verbs through the Registry, as the HTTP handlers call it (the response encoded too)."""
+    import orjson
+
+    from kubeling.apiserver.gctuning import keep_collections_short
+
+    store, server, reg = await _setup()
+    cat = server.catalogue
+    pods = cat.lookup("", "v1", "pods")
+    leases = cat.lookup("coordination.k8s.io", "v1", "leases")
+    gct = asyncio.get_running_loop().create_task(keep_collections_short())  # as the server runs it
+    await asyncio.sleep(0)
+    # the first WARM pods warm every cache (compiled schema checks, memoised names) outside the phases;
+    # the n after them are measured
+    warm = CONCURRENCY
+    names = [f"w-{i}" for i in range(warm)] + [f"p-{i}" for i in range(n)]
+    bodies = [orjson.dumps(pod_body(name)) for name in names]
+
+    async def measure(label: str, fn: Callable[[int], Awaitable[None]]) -> None:
+        await _workers(warm, fn)
+        phases.begin()
+        await _workers(n, fn, warm)
+        phases.end(label)
+
+    async def create(i: int) -> None:
+        obj, _ = await reg.create(pods, NAMESPACE, orjson.loads(bodies[i]))
+        orjson.dumps(obj)
+
+    await measure("pod create", create)
+
+    nl = 100  # leases, each renewed by PUTting the last object read with a new renewTime
+    for i in range(nl):
+        await reg.create(leases, NAMESPACE, {"metadata": {"name": f"node-{i}"}, "spec": {
+            "holderIdentity": f"node-{i}", "leaseDurationSeconds": 40,
+            "renewTime": "2024-01-01T00:00:00.000000Z"}})
+    current: dict[str, Any] = {}
+
+    async def lease_put(i: int) -> None:
+        name = f"node-{i % nl}"
+        obj = current.get(name)
+        if obj is None:
+            obj = await reg.get(leases, NAMESPACE, name)
+        body = orjson.loads(orjson.dumps(obj))
+        body["spec"]["renewTime"] = f"2024-01-01T00:00:{i % 60:02d}.{i:06d}Z"
+        out, _ = await reg.update(leases, NAMESPACE, name, body)
+        orjson.dumps(out)
+        current[name] = out
+
+    await measure("lease PUT", lease_put)
+
+    async def status_put(i: int) -> None:  # the kubelet's: read, replace the status, PUT /status
+        obj = await reg.get(pods, NAMESPACE, names[i])
+        body = orjson.loads(orjson.dumps(obj))
+        body["status"] = {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True", "lastProbeTime": None,
+             "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+            "hostIP": "10.0.0.1", "podIP": f"10.1.{i // 250}.{i % 250}",
+            "startTime": "2024-01-01T00:00:00Z", "qosClass": "BestEffort"}
+        out, _ = await reg.update(pods, NAMESPACE, names[i], body, subresource="status")
+        orjson.dumps(out)
+
+    await measure("pod status PUT", status_put)
+
+    def add_label(o: dict[str, Any]) -> dict[str, Any]:
+        o["metadata"].setdefault("labels", {})["round"] = "two"
+        return o
+
+    async def patch(i: int) -> None:  # a patch's read-mutate-write
+        out, _ = await reg.guaranteed_update(pods, NAMESPACE, names[i], add_label)
+        orjson.dumps(out)
+
+    await measure("pod patch", patch)
+    gct.cancel()
+    await store.close()
+
+
+async def pieces(n: int, phases: Phases) -> None:
+    """Each stage of the write path alone, on fresh copies of a body (prepared outside the bracket)."""
+    import orjson
+
+    from kubeling.storage.codec import encode, materialize
+
+    store, server, reg = await _setup()
+    pods = server.catalogue.lookup("", "v1", "pods")
+    body = orjson.dumps(pod_body("x"))
+    running = orjson.dumps(RUNNING_POD)
+    created, _ = await reg.create(pods, NAMESPACE, orjson.loads(body))
+    created_bytes = orjson.dumps(created)
+    strategy = reg.strategies.strategy_for(pods)
+
+    def received() -> Any:  # the body as create has it when the schema walk sees it
+        o = orjson.loads(body)
+        reg._check_identity(pods, o, NAMESPACE)
+        return o
+
+    def defaulted() -> Any:  # ... and when admission sees it
+        o = received()
+        reg.defaults.apply_defaults(pods, o)
+        strategy.prepare_for_create(o)
+        return o
+
+    def run(coro: Any) -> Any:  # admission awaits nothing that suspends: drive it without a loop
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+        raise RuntimeError("admission suspended")
+
+    old_running = orjson.loads(running)
+    stored = encode(orjson.loads(running))
+
+    def piece(label: str, fn: Callable[[Any], Any], prep: Callable[[], Any] | None = None) -> None:
+        fn(prep() if prep else None)  # the first call compiles and memoises: not measured
+        args = [prep() if prep else None for _ in range(n)]
+        phases.begin()
+        for a in args:
+            fn(a)
+        phases.end(label)
+
+    piece("schema walk: create body", lambda o: reg.schema.validate(pods, o), received)
+    piece("schema walk: running pod", lambda o: reg.schema.validate(pods, o), lambda: orjson.loads(running))
+    piece("defaults: create body", lambda o: reg.defaults.apply_defaults(pods, o), received)
+    piece("defaults: running pod", lambda o: reg.defaults.apply_defaults(pods, o), lambda: orjson.loads(running))
+    piece("prepare for create", strategy.prepare_for_create, received)
+    piece("admission: create", lambda o: run(reg.admission.admit_create(pods, o, user=None)), defaulted)
+    piece("validation: created pod", strategy.validate, lambda: orjson.loads(created_bytes))
+    piece("validation: running pod", strategy.validate, lambda: orjson.loads(running))
+    piece("validation: running pod update", lambda o: strategy.validate_update(o, old_running),
+          lambda: orjson.loads(running))
+    piece("encode for storage", encode, lambda: orjson.loads(running))
+    piece("decode from storage", lambda _: materialize(stored, 5))
+    await store.close()
+
+
+def main() -> None:
+    mode, n, labels, root = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    sys.path.insert(0, root)  # before the first import of kubeling
+    import logging
+
+    logging.disable(logging.WARNING)
+    phases = Phases(labels)
+    asyncio.run({"ops": ops, "pieces": pieces}[mode](n, phases))
+
+
+if __name__ == "__main__":
+    main()
