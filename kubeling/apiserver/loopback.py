@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from multidict import CIMultiDict
 
 if TYPE_CHECKING:
     from kubeling.apiserver.server import ApiServer
@@ -49,6 +49,43 @@ class _Body:
             n = len(self._data)
         data, self._data = self._data[:n], self._data[n:]
         return data
+
+
+class _Query(dict[str, str]):
+    """A request's query as the handlers read it (get, [], in, getall): the first value per key,
+    and every value for getall. Lighter than a MultiDict for the one or two parameters a
+    component's request carries."""
+
+    __slots__ = ("_all",)
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._all: dict[str, list[str]] = {}
+        for k, v in pairs:
+            self.setdefault(k, v)
+            self._all.setdefault(k, []).append(v)
+
+    def getall(self, key: str, default: Any = ...) -> list[str]:
+        if key in self._all:
+            return list(self._all[key])
+        if default is ...:
+            raise KeyError(key)
+        return default
+
+
+class _Headers(dict[str, str]):
+    """Request headers with case-insensitive get (the client's headers, keyed lower-case)."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
 
 
 class LoopbackStream:
@@ -81,13 +118,13 @@ class LoopbackRequest(dict[str, Any]):
     """The parts of aiohttp's web.Request the middlewares and handlers read (a dict, as a Request
     is a mapping for per-request values such as the user and the resource)."""
 
-    def __init__(self, method: str, path: str, query: MultiDict[str], headers: CIMultiDict[str],
+    def __init__(self, method: str, path: str, query: _Query, headers: _Headers,
                  body: bytes, *, streaming: bool = False) -> None:
         super().__init__()
         self.method = method
         self.path = path
-        self.query = MultiDictProxy(query)
-        self.headers = CIMultiDictProxy(headers)
+        self.query = query
+        self.headers = headers
         self.content = _Body(body)
         self.content_length = len(body) if body else None
         self.host = "loopback"
@@ -132,12 +169,11 @@ class Loopback:
                body: bytes | None, *, streaming: bool = False
                ) -> tuple[LoopbackRequest, asyncio.Task[web.StreamResponse]]:
         path, _, qs = path.partition("?")
-        query: MultiDict[str] = MultiDict()
-        if qs:
-            query.extend(parse_qsl(qs, keep_blank_values=True))
+        pairs = parse_qsl(qs, keep_blank_values=True) if qs else []
         if params:
-            query.extend(params)
-        request = LoopbackRequest(method, path, query, CIMultiDict(headers), body or b"", streaming=streaming)
+            pairs.extend(params.items())
+        request = LoopbackRequest(method, path, _Query(pairs), _Headers((k.lower(), v) for k, v in headers.items()),
+                                  body or b"", streaming=streaming)
         # its own task, as a request served over HTTP: a caller that gives up (cancelled, timed
         # out) does not cut a write in half
         task = asyncio.ensure_future(self._serve(request))
@@ -153,11 +189,15 @@ class Loopback:
 
     async def request(self, method: str, path: str, *, params: dict[str, str] | None, headers: dict[str, str],
                       body: bytes | None, timeout: float | None) -> tuple[int, str, bytes, CIMultiDict[str]]:
-        """One request: status, content type, body, headers."""
+        """One request: status, content type, body, headers. ``timeout``: seconds, or None (no
+        network can stall a loopback request, so callers pass one only when they mean a deadline)."""
         _, task = self._start(method, path, params, headers, body)
-        async with asyncio.timeout(timeout):
+        if timeout is None:
             resp = await asyncio.shield(task)
-        return resp.status, resp.content_type or "", _body_bytes(resp), CIMultiDict(resp.headers)
+        else:
+            async with asyncio.timeout(timeout):
+                resp = await asyncio.shield(task)
+        return resp.status, resp.content_type or "", _body_bytes(resp), resp.headers  # type: ignore[return-value]
 
     async def stream(self, path: str, *, params: dict[str, str] | None,
                      headers: dict[str, str]) -> AsyncIterator[bytes]:

@@ -221,7 +221,7 @@ class Client:
                 data = data.encode()
             status, ctype, raw, _ = await self._loopback.request(
                 method, path, params=params, headers={**self._loopback_headers, **headers}, body=data,
-                timeout=(timeout or _DEFAULT_TIMEOUT).total)
+                timeout=timeout.total if timeout is not None else None)
             return _answer(status, ctype, raw)
         server = self.server
         try:
