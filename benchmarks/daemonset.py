@@ -54,6 +54,8 @@ NAMESPACE = "default"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ds-profile", metavar="DIR", type=Path,
                         help="daemonset: sample the server with py-spy into DIR/daemonset-<N>-<phase>.txt")
+    parser.add_argument("--ds-nodes", metavar="N[,N...]",
+                        help="daemonset: these cluster sizes instead of the --size ones (e.g. 5000)")
 
 
 def manifest() -> str:
@@ -234,6 +236,8 @@ async def _measure(server: Server, n: int, rows: list[Row], raw: float, profile_
 
 def run(args: argparse.Namespace) -> list[Row]:
     counts = SIZES[getattr(args, "size", "full")]
+    if getattr(args, "ds_nodes", None):
+        counts = [int(n) for n in str(args.ds_nodes).split(",") if n.strip()]
     pin = getattr(args, "pin", True) and can_pin()
     store = getattr(args, "store", "sqlite://")
     profile_dir = getattr(args, "ds_profile", None)

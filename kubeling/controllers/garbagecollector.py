@@ -78,20 +78,38 @@ class GarbageCollector:
     def _handler(self, res: str):  # type: ignore[no-untyped-def]
         def on_event(etype: str, obj: Obj, old: Obj | None) -> None:
             meta = obj.get("metadata", {})
+            old_meta = old.get("metadata", {}) if old is not None else None
+            refs = meta.get("ownerReferences")
+            # Most events are status updates of objects whose owners did not change: like
+            # upstream's graph builder, look at a dependent only when its references change (its
+            # owners' own events cover the rest), unless an owner is of a kind nobody here watches.
+            refs_changed = old_meta is None or etype == "DELETED" or refs != old_meta.get("ownerReferences")
+            if not refs_changed and not meta.get("deletionTimestamp") and not self._has_unwatched_owner(refs):
+                return
             key = f"{meta.get('namespace')}/{meta['name']}" if meta.get("namespace") else meta["name"]
-            if etype != "DELETED" and meta.get("ownerReferences"):
+            if etype != "DELETED" and refs and (refs_changed or self._has_unwatched_owner(refs)):
                 self.queue.add(("dep", res, key))
             fins = meta.get("finalizers") or []
             if etype != "DELETED" and meta.get("deletionTimestamp") and (
                     "orphan" in fins or "foregroundDeletion" in fins):
                 self.queue.add(("owner", res, key))
-            self._track_references(res, key, etype, obj, old)
+            if refs_changed:
+                self._track_references(res, key, etype, obj, old)
             uid = meta.get("uid")
-            if uid and (etype == "DELETED" or meta.get("deletionTimestamp")):
+            newly_deleting = meta.get("deletionTimestamp") and not (old_meta or {}).get("deletionTimestamp")
+            if uid and (etype == "DELETED" or newly_deleting):
                 # dependents of an owner that just went away (or is being deleted) need a look
                 for dep in list(self._dependents_of.get(uid) or ()):
                     self.queue.add(("dep", *dep))
         return on_event
+
+    def _has_unwatched_owner(self, refs: list[Obj] | None) -> bool:
+        """An owner whose deletion no informer here reports (checked on the dependent's events)."""
+        for ref in refs or ():
+            res = KIND_RESOURCES.get((_group_of(ref.get("apiVersion", "")), ref.get("kind", "")))
+            if res is not None and res not in self.informers:
+                return True
+        return False
 
     def _track_references(self, res: str, key: str, etype: str, obj: Obj, old: Obj | None) -> None:
         now = set() if etype == "DELETED" else set(_owner_uids(obj))

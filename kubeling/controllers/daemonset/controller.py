@@ -6,6 +6,13 @@ releasing pods that stopped matching), the nodes and its revisions. It builds th
 revision and hash), then, once earlier writes are observed (expectations), runs ``plan`` and, for
 RollingUpdate, ``rolling_update``; the resulting creates go out in slow-start batches. The status
 is recomputed and written after every sync, even a failed one, but only when it changed.
+
+What a sync costs at thousands of nodes: the placement answers are kept across syncs until a node
+changes in a way that matters; the claimed pods by node live in a per-DaemonSet index fed by the
+pod events (``podindex``), shared by the manage, rolling-update and status steps; a rolling step is
+skipped when no pod is on an old revision; the watch event of our own status write does not queue
+another sync; and a key's next sync waits a few times the CPU its last one spent (``_pace``), so
+a burst of pod events collapses into few syncs instead of one after another.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kubeling.api.scheduling import label_selector_is_empty, label_selector_matches
@@ -25,9 +32,17 @@ from kubeling.client.rest import ApiError, Client
 from kubeling.client.workqueue import ShutDown, WorkQueue
 from kubeling.controllers import history
 from kubeling.controllers.daemonset import holdback
-from kubeling.controllers.daemonset.placement import node_should_run_daemon_pod, placement_fields
-from kubeling.controllers.daemonset.plan import Actions, FailedPodBackoff, plan, pods_by_node
+from kubeling.controllers.daemonset.placement import (
+    Placements,
+    node_should_run_daemon_pod,
+    placement_fields,
+    placement_key,
+    placements,
+)
+from kubeling.controllers.daemonset.plan import Actions, FailedPodBackoff, plan
+from kubeling.controllers.daemonset.podindex import ClaimedPods, selector_key
 from kubeling.controllers.daemonset.pods import (
+    Pod,
     daemon_pod_template,
     is_deleting,
     is_pod_ready,
@@ -48,6 +63,9 @@ AMBIGUOUS_CREATE_WAIT = 15.0  # how long a create with an unknown outcome holds 
 CONTROLLER_UID_INDEX = "daemonset-controller-uid"
 PLAN_RESOURCE = "rolloutplans.v1alpha1.rollouts.kubeling.io"
 ORPHAN_INDEX = "orphan-namespace"
+SYNC_PACE_MIN = 0.002   # syncs quicker than this are not paced (small clusters)
+SYNC_PACE_FACTOR = 3.0  # a key waits this many times its last sync's work before the next one
+SYNC_PACE_MAX = 0.5     # the longest a key is held back after a sync
 
 
 def _controller_ref(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -104,13 +122,36 @@ class Expectations:
         self._exp.pop(key, None)
 
 
+class _PlacementMemo:
+    """One DaemonSet's placement answers by node name, and the nodes to ask again."""
+
+    def __init__(self, key: bytes, answers: dict[str, tuple[bool, bool]]) -> None:
+        self.key = key
+        self.answers = answers
+        self.dirty: set[str] = set()
+
+
 class _SyncState:
-    """Per-sync memo: pods adopted so far and the fresh DaemonSet used to vet adoption."""
+    """Per-sync memo: pods adopted so far, the fresh DaemonSet used to vet adoption, the placement
+    answers and the claimed pods by node (reused by later steps while no pod event came in)."""
 
     def __init__(self) -> None:
         self.adopted: dict[str, dict[str, Any]] = {}
         self.released: set[str] = set()
         self.fresh_checked: bool | None = None
+        self.placements: Placements | None = None
+        self.by_node: dict[str, list[Pod]] | None = None
+        self.pods_seen = -1  # the controller's pod event count when by_node was built
+        self.busy = 0.0  # seconds spent computing (not awaiting), for pacing
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """Count the time of a stretch without awaits as this sync's own work."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.busy += time.perf_counter() - started
 
 
 class DaemonSetController:
@@ -133,6 +174,16 @@ class DaemonSetController:
         self.expectations = Expectations()
         self.backoff = FailedPodBackoff()
         self._handlers_added = False
+        # pod events seen so far: a sync reuses its claimed pods until this moves
+        self._pod_events = 0
+        # key -> loop time before which the key is not synced again (see _worker)
+        self._not_before: dict[str, float] = {}
+        # key -> resourceVersion of the DaemonSet our last status write produced (see _on_ds)
+        self._own_status_rv: dict[str, str] = {}
+        # key -> the placement answers of every node, kept across syncs (see _node_placements)
+        self._placements: dict[str, _PlacementMemo] = {}
+        # DaemonSet uid -> its claimed pods by node, kept up to date from pod events (see podindex)
+        self._claimed: dict[str, ClaimedPods] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -166,11 +217,18 @@ class DaemonSetController:
             self.backoff.gc(time.time())
 
     async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 key = await self.queue.get()
             except ShutDown:
                 return
+            wait = self._not_before.get(key, 0.0) - loop.time()
+            if wait > 0:
+                # paced: the events of a burst collapse into the next sync instead of one each
+                self.queue.add_after(key, wait)
+                self.queue.done(key)
+                continue
             try:
                 await self.sync(str(key))
                 self.queue.forget(key)
@@ -182,6 +240,22 @@ class DaemonSetController:
                 self.queue.add_rate_limited(key)
             finally:
                 self.queue.done(key)
+
+    def _pace(self, key: str, took: float) -> None:
+        """Hold the key's next sync back by SYNC_PACE_FACTOR times the CPU this one spent computing
+        (``took``: waiting for the API server does not count), at most SYNC_PACE_MAX.
+
+        A sync reads every node and pod of its DaemonSet: at thousands of nodes, syncing again for
+        each of a burst's pod events would keep the process (API server, scheduler and fleet
+        included) busy with syncs. Upstream's queue collapses a key's events while it is queued;
+        pacing keeps it queued long enough to collapse a burst, and bounds one DaemonSet's syncs to
+        about a quarter of the CPU while events keep coming.
+        """
+        if took < SYNC_PACE_MIN:
+            self._not_before.pop(key, None)
+            return
+        hold = min(took * SYNC_PACE_FACTOR, SYNC_PACE_MAX)
+        self._not_before[key] = asyncio.get_running_loop().time() + hold
 
     # -- event handlers: everything becomes DaemonSet keys --------------------------------------
 
@@ -214,13 +288,22 @@ class DaemonSetController:
         return result
 
     def _on_ds(self, etype: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        key = object_key(obj)
         if etype == "DELETED":
-            self.expectations.delete(object_key(obj))
+            self.expectations.delete(key)
+            self._own_status_rv.pop(key, None)
+            self._not_before.pop(key, None)
+            self._placements.pop(key, None)
+            self._claimed.pop(obj["metadata"].get("uid") or "", None)
+        elif etype == "MODIFIED" and obj["metadata"].get("resourceVersion") == self._own_status_rv.get(key):
+            return  # our own status write: the sync that made it already saw everything it changed
         self._enqueue(obj)
 
     def _on_pod(self, etype: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
+        self._pod_events += 1
         ns = pod["metadata"].get("namespace")
         ref = _controller_ref(pod)
+        self._mark_claimed(pod, ref, old)
         if etype == "ADDED":
             ds = self._resolve(ns, ref)
             if ds is not None:
@@ -263,9 +346,22 @@ class DaemonSetController:
                 for ds in self._selecting(pod):
                     self._enqueue(ds)
 
+    def _mark_claimed(self, pod: dict[str, Any], ref: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
+        """Note the pod as changed for the DaemonSets whose claimed-pod index may hold it."""
+        if not self._claimed:
+            return
+        key = object_key(pod)
+        for r in (ref, _controller_ref(old) if old is not None else None):
+            index = self._claimed.get(r.get("uid") or "") if r else None
+            if index is not None:
+                index.mark(key)
+
     def _on_node(self, etype: str, node: dict[str, Any], old: dict[str, Any] | None) -> None:
         if etype == "MODIFIED" and old is not None and placement_fields(old) == placement_fields(node):
             return
+        name = node["metadata"]["name"]
+        for memo in self._placements.values():
+            memo.dirty.add(name)
         for ds in self.ds_informer.list():
             now = node_should_run_daemon_pod(node, ds)
             if etype == "ADDED":
@@ -308,8 +404,16 @@ class DaemonSetController:
         if ds["metadata"].get("deletionTimestamp"):
             # The garbage collector removes pods and revisions; status would be meaningless.
             return
-        nodes = self.node_informer.list()
         state = _SyncState()
+        try:
+            await self._sync(key, ds, state)
+        finally:
+            self._pace(key, state.busy)
+
+    async def _sync(self, key: str, ds: dict[str, Any], state: _SyncState) -> None:
+        nodes = self.node_informer.list()
+        with state.computing():
+            state.placements = self._node_placements(key, ds, nodes)
         cur, old = await self._construct_history(ds, state)
         hash_ = history.revision_hash(cur)
         if not self.expectations.satisfied(key):
@@ -327,14 +431,39 @@ class DaemonSetController:
         if error is not None:
             raise error
 
+    def _node_placements(self, key: str, ds: dict[str, Any], nodes: list[dict[str, Any]]) -> Placements:
+        """Every node's placement answer for ds, kept across syncs: only the nodes that changed in a
+        way that matters (see _on_node) are asked again, unless the DaemonSet's placement fields
+        changed. The nodes asked again count as changed for the status counts too."""
+        pkey = placement_key(ds)
+        memo = self._placements.get(key)
+        if pkey is None or memo is None or memo.key != pkey:
+            answers = placements(ds, nodes)
+            if pkey is not None:
+                self._placements[key] = _PlacementMemo(pkey, answers)
+            return answers
+        if memo.dirty:
+            changed, memo.dirty = memo.dirty, set()
+            for name in changed:
+                node = self.node_informer.get(name)
+                if node is None:
+                    memo.answers.pop(name, None)
+                else:
+                    memo.answers[name] = node_should_run_daemon_pod(node, ds)
+            index = self._claimed.get(ds["metadata"]["uid"])
+            if index is not None:
+                index.nodes_changed(changed)
+        return memo.answers
+
     async def _update_daemonset(self, ds: dict[str, Any], nodes: list[dict[str, Any]], hash_: str, key: str,
                                 old: list[dict[str, Any]], state: _SyncState) -> None:
-        pods = await self._claim_pods(ds, state)
+        by_node = await self._daemon_pods(ds, state)
         now = time.time()
-        by_node = pods_by_node(pods, include_deleted_terminal=False)
-        hold = holdback.compute(ds, self.plan_informer.list(ds["metadata"].get("namespace")), nodes, by_node,
-                                hash_=hash_, revisions=old)
-        actions = plan(ds, nodes, by_node, hash_=hash_, backoff=self.backoff, now=now)
+        with state.computing():
+            hold = holdback.compute(ds, self.plan_informer.list(ds["metadata"].get("namespace")), nodes, by_node,
+                                    hash_=hash_, revisions=old)
+            actions = plan(ds, nodes, by_node, hash_=hash_, backoff=self.backoff, now=now,
+                           placements=state.placements)
         for type_, reason, message in actions.events:
             self.recorder.event(ds, type_, reason, message)
         if actions.requeue_after is not None:
@@ -343,13 +472,21 @@ class DaemonSetController:
         if self.expectations.satisfied(key):
             strategy = ((ds.get("spec") or {}).get("updateStrategy") or {}).get("type", "RollingUpdate")
             if strategy == "RollingUpdate":
-                pods = await self._claim_pods(ds, state)
-                step = rolling_update(ds, nodes, pods_by_node(pods, include_deleted_terminal=False),
-                                      hash_=hash_, now=time.time(),
-                                      allowed=hold.allowed if hold is not None else None,
-                                      max_unavailable_override=hold.max_unavailable if hold is not None else None)
-                await self._sync_nodes(ds, step, hash_, hold)
+                await self._rolling_step(ds, nodes, hash_, hold, state)
         await self._cleanup_history(ds, old, state)
+
+    async def _rolling_step(self, ds: dict[str, Any], nodes: list[dict[str, Any]], hash_: str,
+                            hold: holdback.HoldBack | None, state: _SyncState) -> None:
+        by_node = await self._daemon_pods(ds, state)
+        index = self._claimed.get(ds["metadata"]["uid"])
+        if index is not None and index.by_node is by_node and not index.has_outdated(hash_, template_generation(ds)):
+            return  # every pod is on the current revision: a step would neither delete nor surge
+        with state.computing():
+            step = rolling_update(ds, nodes, by_node, hash_=hash_, now=time.time(),
+                                  allowed=hold.allowed if hold is not None else None,
+                                  max_unavailable_override=hold.max_unavailable if hold is not None else None,
+                                  placements=state.placements)
+        await self._sync_nodes(ds, step, hash_, hold)
 
     async def _sync_nodes(self, ds: dict[str, Any], actions: Actions, hash_: str,
                           hold: holdback.HoldBack | None = None) -> None:
@@ -501,6 +638,40 @@ class DaemonSetController:
     async def _claim_pods(self, ds: dict[str, Any], state: _SyncState) -> list[dict[str, Any]]:
         return await self._claim(ds, self.pod_informer, "pods", state, skip_deleting=True)
 
+    async def _daemon_pods(self, ds: dict[str, Any], state: _SyncState) -> dict[str, list[Pod]]:
+        """The claimed pods by node (getNodesToDaemonPods), as the informer holds them now.
+
+        Manage, rolling update and status each ask. The DaemonSet's ClaimedPods index applies only
+        the pods changed since it was last asked (nothing at all when no pod event came in); the
+        full claim (adoption, release) runs when the index cannot decide alone.
+        """
+        seen = self._pod_events
+        if state.by_node is not None and state.pods_seen == seen:
+            return state.by_node
+        uid = ds["metadata"]["uid"]
+        index = self._claimed.get(uid)
+        if index is None:
+            index = self._claimed[uid] = ClaimedPods(uid, ds["metadata"].get("namespace") or "")
+        with state.computing():
+            fresh = not self._orphans_to_adopt(ds) and index.refresh(ds, self.pod_informer.get_by_key)
+        if not fresh:
+            index.invalidate()  # changes from here on are applied after the claim below
+            selector = selector_key(ds)
+            started = time.perf_counter()
+            pods = await self._claim_pods(ds, state)
+            with state.computing():
+                index.rebuild(pods, selector)
+            if not state.adopted and not state.released and state.fresh_checked is None:
+                state.busy += time.perf_counter() - started  # no await happened: all of it was ours
+        state.by_node = index.by_node
+        state.pods_seen = seen
+        return state.by_node
+
+    def _orphans_to_adopt(self, ds: dict[str, Any]) -> bool:
+        selector = (ds.get("spec") or {}).get("selector")
+        return any(not is_deleting(obj) and label_selector_matches(selector, obj["metadata"].get("labels"))
+                   for obj in self.pod_informer.by_index(ORPHAN_INDEX, ds["metadata"].get("namespace") or ""))
+
     # -- history -------------------------------------------------------------------------------
 
     async def _construct_history(self, ds: dict[str, Any], state: _SyncState
@@ -594,18 +765,29 @@ class DaemonSetController:
 
     # -- status --------------------------------------------------------------------------------
 
+    def _note_own_status(self, written: Any) -> None:
+        """Remember the version our status write produced, so its watch event does not requeue."""
+        rv = (written.get("metadata") or {}).get("resourceVersion") if isinstance(written, dict) else None
+        if rv:
+            self._own_status_rv[object_key(written)] = rv
+
     async def _update_status(self, ds: dict[str, Any], nodes: Iterable[dict[str, Any]], hash_: str,
                              state: _SyncState, *, observe_generation: bool) -> None:
         nodes = list(nodes)
-        pods = await self._claim_pods(ds, state)
-        counts = compute_counts(ds, nodes, pods_by_node(pods, include_deleted_terminal=False),
-                                hash_=hash_, now=time.time())
+        by_node = await self._daemon_pods(ds, state)
+        index = self._claimed.get(ds["metadata"]["uid"])
+        with state.computing():
+            if index is not None and index.by_node is by_node and state.placements is not None:
+                counts = index.counts.counts(ds, nodes, by_node, index.take_changed_nodes(), hash_=hash_,
+                                             now=time.time(), placements=state.placements)
+            else:
+                counts = compute_counts(ds, nodes, by_node, hash_=hash_, now=time.time(),
+                                        placements=state.placements)
         status = next_status(ds, counts, observe_generation=observe_generation)
         if status is not None:
-            updated = deep_copy(ds)
-            updated["status"] = status
+            updated = {**ds, "status": status}  # the informer's object stays untouched
             try:
-                await self.client.update(DS_RESOURCE, updated, subresource="status")
+                self._note_own_status(await self.client.update(DS_RESOURCE, updated, subresource="status"))
             except ApiError as exc:
                 if exc.code == 404:
                     return
@@ -615,7 +797,7 @@ class DaemonSetController:
                 status = next_status(fresh, counts, observe_generation=observe_generation)
                 if status is not None:
                     fresh["status"] = status
-                    await self.client.update(DS_RESOURCE, fresh, subresource="status")
+                    self._note_own_status(await self.client.update(DS_RESOURCE, fresh, subresource="status"))
         min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
         if min_ready and counts["numberReady"] != counts["numberAvailable"]:
             self._enqueue(ds, after=min_ready)

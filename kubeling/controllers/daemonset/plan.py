@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeling.controllers.daemonset.placement import node_should_run_daemon_pod
+from kubeling.controllers.daemonset.placement import Placements, verdict
 from kubeling.controllers.daemonset.pods import (
     Pod,
     is_deleting,
@@ -100,10 +100,10 @@ def pods_by_node(pods: Iterable[Pod], *, include_deleted_terminal: bool) -> dict
     return result
 
 
-def _pods_should_be_on_node(ds: dict[str, Any], node: dict[str, Any], daemon_pods: list[Pod] | None,
-                            hash_: str, backoff: FailedPodBackoff, now: float, actions: Actions) -> None:
-    node_name = node["metadata"]["name"]
-    should_run, should_continue = node_should_run_daemon_pod(node, ds)
+def _pods_should_be_on_node(ds: dict[str, Any], node_name: str, placement: tuple[bool, bool],
+                            daemon_pods: list[Pod] | None, hash_: str, backoff: FailedPodBackoff, now: float,
+                            actions: Actions) -> None:
+    should_run, should_continue = placement
     if should_run and not daemon_pods:
         actions.create_on_nodes.append(node_name)
         return
@@ -156,14 +156,26 @@ def _pods_should_be_on_node(ds: dict[str, Any], node: dict[str, Any], daemon_pod
             actions.delete_pods.append(pod_name(oldest_old))
 
 
+def _settled(pod: Pod) -> bool:
+    """Neither being deleted nor finished: a lone pod like this is kept as it is."""
+    return not is_deleting(pod) and not is_terminal(pod)
+
+
 def plan(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node: dict[str, list[Pod]], *,
-         hash_: str, backoff: FailedPodBackoff, now: float) -> Actions:
-    """The manage step: pods to create on nodes and pods to delete, from listers' contents only."""
+         hash_: str, backoff: FailedPodBackoff, now: float, placements: Placements | None = None) -> Actions:
+    """The manage step: pods to create on nodes and pods to delete, from listers' contents only.
+
+    ``placements`` (see ``placement.placements``) saves asking the placement question again."""
     actions = Actions()
     node_names: set[str] = set()
     for node in nodes:
-        node_names.add(node["metadata"]["name"])
-        _pods_should_be_on_node(ds, node, by_node.get(node["metadata"]["name"]), hash_, backoff, now, actions)
+        name = node["metadata"]["name"]
+        node_names.add(name)
+        placement = verdict(node, ds, placements)
+        pods = by_node.get(name)
+        if placement[1] and pods is not None and len(pods) == 1 and _settled(pods[0]):
+            continue  # the usual case, one live pod where it may stay: nothing to do (saves a call)
+        _pods_should_be_on_node(ds, name, placement, pods, hash_, backoff, now, actions)
     # Pods whose node is gone: upstream deletes the unscheduled ones here and leaves bound ones to
     # the pod GC; we delete both so a removed node's daemon pod goes at once.
     for node_name, pods in by_node.items():

@@ -8,8 +8,9 @@ its node by ``metadata.name``. The scheduler binds it; ``nodeName`` is never set
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+import orjson
 
 from kubeling.api.scheduling import OBJECT_NAME_FIELD, add_or_update_toleration
 from kubeling.api.timeutil import parse_rfc3339
@@ -29,6 +30,12 @@ _ALWAYS_TOLERATED = (
     ("node.kubernetes.io/unschedulable", "NoSchedule"),
 )
 _HOST_NETWORK_TOLERATED = (("node.kubernetes.io/network-unavailable", "NoSchedule"),)
+
+
+def _json_copy(obj: Any) -> Any:
+    """A deep copy of JSON-shaped data (an orjson round trip is several times copy.deepcopy's speed,
+    and a burst creates up to 250 pods per sync)."""
+    return orjson.loads(orjson.dumps(obj))
 
 
 def add_daemon_tolerations(spec: dict[str, Any]) -> None:
@@ -51,7 +58,7 @@ def template_generation(ds: dict[str, Any]) -> int | None:
 
 def daemon_pod_template(ds: dict[str, Any], *, generation: int | None, hash_: str) -> dict[str, Any]:
     """upstream's CreatePodTemplate: template + daemon tolerations + generation and hash labels."""
-    template = copy.deepcopy((ds.get("spec") or {}).get("template") or {})
+    template = _json_copy((ds.get("spec") or {}).get("template") or {})
     spec = template.setdefault("spec", {})
     add_daemon_tolerations(spec)
     labels = (template.setdefault("metadata", {})).setdefault("labels", {})
@@ -95,7 +102,7 @@ def new_daemon_pod(template: dict[str, Any], ds: dict[str, Any], node_name: str)
         meta["annotations"] = dict(tmeta["annotations"])
     if tmeta.get("finalizers"):
         meta["finalizers"] = list(tmeta["finalizers"])
-    spec = copy.deepcopy(template.get("spec") or {})
+    spec = _json_copy(template.get("spec") or {})
     spec["affinity"] = replace_node_name_affinity(spec.get("affinity"), node_name)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 

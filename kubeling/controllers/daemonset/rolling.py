@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Set
 from typing import Any
 
-from kubeling.controllers.daemonset.placement import node_should_run_daemon_pod
+from kubeling.controllers.daemonset.placement import Placements, verdict
 from kubeling.controllers.daemonset.plan import Actions
 from kubeling.controllers.daemonset.pods import (
     Pod,
@@ -63,7 +63,10 @@ def max_surge_count(ds: dict[str, Any], desired: int) -> int:
 def find_updated_pods_on_node(ds: dict[str, Any], pods: Iterable[Pod], hash_: str
                               ) -> tuple[Pod | None, Pod | None, bool]:
     """``(new_pod, old_pod, ok)``; not ok when a node holds two new or two old live pods."""
-    generation = template_generation(ds)
+    return _find_updated(pods, hash_, template_generation(ds))
+
+
+def _find_updated(pods: Iterable[Pod], hash_: str, generation: int | None) -> tuple[Pod | None, Pod | None, bool]:
     new = old = None
     for pod in pods:
         if is_deleting(pod):
@@ -81,7 +84,8 @@ def find_updated_pods_on_node(ds: dict[str, Any], pods: Iterable[Pod], hash_: st
 
 def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node: dict[str, list[Pod]], *,
                    hash_: str, now: float, allowed: Set[str] | None = None,
-                   max_unavailable_override: int | str | None = None) -> Actions:
+                   max_unavailable_override: int | str | None = None,
+                   placements: Placements | None = None) -> Actions:
     """Deletions (and, with surge, creations) for one step of a rolling update.
 
     ``allowed`` (from a RolloutPlan, see ``holdback``) limits which nodes may be moved to the new
@@ -94,7 +98,7 @@ def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
     by_node = dict(by_node)
     desired = 0
     for name, node in nodes_by_name.items():
-        if node_should_run_daemon_pod(node, ds)[0]:
+        if verdict(node, ds, placements)[0]:
             desired += 1
             by_node.setdefault(name, [])
     max_unavailable = max_unavailable_count(ds, desired)
@@ -104,6 +108,7 @@ def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
     if desired > 0 and max_unavailable == 0 and max_surge == 0:
         max_unavailable = 1  # an impossible configuration falls back to upstream's default
     min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
+    generation = template_generation(ds)
     actions = Actions()
 
     def available(pod: Pod) -> bool:
@@ -114,7 +119,7 @@ def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
         replacements: list[str] = []
         candidates: list[str] = []
         for node_name, pods in sorted(by_node.items()):
-            new, old, ok = find_updated_pods_on_node(ds, pods, hash_)
+            new, old, ok = _find_updated(pods, hash_, generation)
             if not ok or (new is None) == (old is None):
                 # duplicates, nothing yet, or an old/new pair: the manage step sorts it out
                 num_unavailable += 1
@@ -138,7 +143,7 @@ def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
     num_surge = 0
     num_available = 0
     for node_name, pods in sorted(by_node.items()):
-        new, old, ok = find_updated_pods_on_node(ds, pods, hash_)
+        new, old, ok = _find_updated(pods, hash_, generation)
         if not ok:
             num_surge += 1
             continue
@@ -152,7 +157,7 @@ def rolling_update(ds: dict[str, Any], nodes: Iterable[dict[str, Any]], by_node:
             continue  # held back by a RolloutPlan: keeps its old pod
         node = nodes_by_name.get(node_name)
         if new is None:
-            should_run = node is not None and node_should_run_daemon_pod(node, ds)[0]
+            should_run = node is not None and verdict(node, ds, placements)[0]
             if not available(old):
                 if not should_run:
                     delete_now.append(pod_name(old))
