@@ -369,3 +369,79 @@ def test_revision_numbers():
     revs = [{"revision": 2}, {"revision": 5}]
     assert history.next_revision(revs) == 6
     assert history.next_revision([]) == 1
+
+
+def test_incremental_pod_index_and_counts_match_a_full_recomputation() -> None:
+    """ClaimedPods (updated from changed pods only) and its running status counts agree, after every
+    batch of random pod events, with grouping and counting everything from scratch."""
+    import random
+
+    from kubeling.api.scheduling import label_selector_matches
+    from kubeling.client.informer import object_key
+    from kubeling.controllers.daemonset.plan import pods_by_node
+    from kubeling.controllers.daemonset.podindex import ClaimedPods, selector_key
+    from kubeling.controllers.daemonset.pods import is_deleting, is_pod_updated
+    from kubeling.controllers.daemonset.status import compute_counts
+
+    rnd = random.Random(7)
+    ds = {"metadata": {"uid": "U", "namespace": "ns", "name": "d",
+                       "annotations": {"deprecated.daemonset.template.generation": "2"}},
+          "spec": {"selector": {"matchLabels": {"app": "x"}}}}
+    store: dict[str, dict] = {}
+
+    def owned_by_ds(p: dict) -> bool:
+        return any(r.get("controller") and r["uid"] == "U" for r in p["metadata"].get("ownerReferences") or [])
+
+    def make(i: int) -> dict:
+        owner = rnd.choice(["U", "U", "U", "V", None])
+        p = {"metadata": {"name": f"p{i}", "namespace": "ns", "uid": f"u{i}",
+                          "labels": {"app": rnd.choice(["x", "x", "x", "y"]),
+                                     "controller-revision-hash": rnd.choice(["x", "y"]),
+                                     "pod-template-generation": rnd.choice(["1", "2"])},
+                          "creationTimestamp": f"2026-01-01T00:00:{rnd.randrange(60):02d}Z"},
+             "spec": {}, "status": {"phase": rnd.choice(["Running", "Failed", "Pending"])}}
+        if owner:
+            p["metadata"]["ownerReferences"] = [{"uid": owner, "controller": True}]
+        if rnd.random() < 0.2:
+            p["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+        if rnd.random() < 0.9:
+            p["spec"]["nodeName"] = f"n{rnd.randrange(20)}"
+        if rnd.random() < 0.5:
+            p["status"]["conditions"] = [{"type": "Ready", "status": rnd.choice(["True", "False"])}]
+        return p
+
+    def claimed() -> list[dict]:
+        return [p for p in store.values()
+                if owned_by_ds(p) and label_selector_matches(ds["spec"]["selector"], p["metadata"]["labels"])]
+
+    def grouped(d: dict) -> dict:
+        return {k: sorted(object_key(p) for p in v) for k, v in d.items()}
+
+    idx = ClaimedPods("U", "ns")
+    nodes = [{"metadata": {"name": f"n{k}"}} for k in range(15)]  # some pods sit on unlisted nodes
+    placements = {f"n{k}": (k % 4 != 0, k % 8 != 0) for k in range(15)}
+    checks = 0
+    for _ in range(4000):
+        i = rnd.randrange(60)
+        key = f"ns/p{i}"
+        old = store.get(key)
+        if rnd.random() < 0.2:
+            store.pop(key, None)
+        else:
+            store[key] = make(i)
+        if any(p is not None and owned_by_ds(p) for p in (old, store.get(key))):
+            idx.mark(key)
+        if rnd.random() < 0.3:
+            if not idx.refresh(ds, store.get):
+                idx.invalidate()
+                idx.rebuild(claimed(), selector_key(ds))
+            want = pods_by_node(claimed(), include_deleted_terminal=False)
+            assert grouped(idx.by_node) == grouped(want)
+            for h, g in (("x", 1), ("y", None), ("", 2)):
+                outdated = any(not is_deleting(p) and not is_pod_updated(p, h, g) for ps in want.values() for p in ps)
+                assert idx.has_outdated(h, g) == outdated
+            got = idx.counts.counts(ds, nodes, idx.by_node, idx.take_changed_nodes(), hash_="x", now=0,
+                                    placements=placements)
+            assert got == compute_counts(ds, nodes, idx.by_node, hash_="x", now=0, placements=placements)
+            checks += 1
+    assert checks > 1000
