@@ -9,6 +9,7 @@ returning the node names the pod can only go to (None for any).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,9 +47,19 @@ def unschedulable(plugin: str, *reasons: str, resolvable: bool = True) -> Status
 
 def amount(resource: str, value: Any) -> int:
     """A quantity as the scheduler counts it: milli-units for cpu, units for everything else."""
+    if isinstance(value, str):
+        return _amount(resource, value)
+    return _parse_amount(resource, value)
+
+
+def _parse_amount(resource: str, value: Any) -> int:
     if resource == "cpu":
         return quantity.milli_value(value)
     return int(quantity.parse_value(value))
+
+
+# the same few request strings ("100m", "16Mi") come with every pod: parse each once
+_amount = functools.lru_cache(maxsize=4096)(_parse_amount)
 
 
 @dataclass(slots=True)

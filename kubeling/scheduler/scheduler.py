@@ -9,6 +9,11 @@ percentageOfNodesToScore does. An unschedulable pod gets the PodScheduled=False 
 a FailedScheduling event with upstream's FitError message (including what preemption found);
 a bound pod gets a Scheduled event. When removing lower-priority pods from a node would make
 the pod fit, those pods are preempted (deleted) and the pod is nominated to that node.
+
+Cheap per pod: what plugins read of the pod is computed once per cycle (``prepare_cycle``); a pod
+that asks for resources only is placed from verdicts memoised per pod shape and node, recomputed
+only for the nodes that changed (``snapshot.py``); binding runs in its own task with the pod
+assumed on its node meanwhile, so the next pod is scheduled while the Binding is in flight.
 """
 
 from __future__ import annotations
@@ -18,22 +23,27 @@ import contextlib
 import itertools
 import logging
 import random
+from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 from kubeling.api.timeutil import now_rfc3339
 from kubeling.client.events import EventRecorder
 from kubeling.client.informer import InformerFactory
 from kubeling.client.rest import ApiError, Client, is_conflict, is_not_found
 from kubeling.scheduler import plugins
-from kubeling.scheduler.framework import UNRESOLVABLE, UNSCHEDULABLE, CycleState, NodeInfo, Obj, Status
+from kubeling.scheduler.framework import OK, UNRESOLVABLE, UNSCHEDULABLE, CycleState, NodeInfo, Obj, Status
 from kubeling.scheduler.plugins import (
     node_affinity,
+    node_name,
     node_ports,
     node_resources_fit,
     node_unschedulable,
     taint_toleration,
 )
 from kubeling.scheduler.queue import FLUSH_UNSCHEDULABLE_PERIOD, SchedulingQueue
+from kubeling.scheduler.snapshot import INFEASIBLE, MIXED, UNKNOWN, NodeSnapshot, Shape, ShapeVerdicts
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +120,115 @@ def preemption_message(total: int, statuses: dict[str, Status]) -> str:
     return "preemption: " + fit_error_message(total, statuses, absent_reason=PREEMPTION_NOT_HELPFUL)
 
 
+# The shape path (see ``snapshot``) stands in for these plugins only: with another filter, or a
+# normalised scorer that could tell plain nodes apart, every pod takes the full filter chain.
+_SHAPE_FILTERS = {node_unschedulable, node_name, taint_toleration, node_affinity, node_ports, node_resources_fit}
+SHAPE_PATH = set(plugins.FILTERS) <= _SHAPE_FILTERS and all(
+    not hasattr(p, "normalize") or p in (taint_toleration, node_affinity) for p, _ in plugins.SCORERS)
+# scores that differ between plain nodes; TaintToleration gives them all the maximum and
+# NodeAffinity is skipped for a pod without preferred terms
+SHAPE_SCORERS = [(p, w) for p, w in plugins.SCORERS if not hasattr(p, "normalize")]
+# filters that pass on a plain node (neither cordoned nor tainted) whatever the pod
+_PLAIN_PASSES = (node_unschedulable, taint_toleration)
+
+
+def prepare_cycle(pod: Obj) -> tuple[CycleState, Shape | None]:
+    """Per-pod data every plugin reads, computed once per cycle (requests, non-zero requests,
+    host ports), and the pod's shape if it asks for resources only (no node constraints)."""
+    spec = pod.get("spec") or {}
+    state = CycleState()
+    requests = {r: v for r, v in node_resources_fit.pod_requests(pod).items() if v > 0}
+    nonzero = node_resources_fit.nonzero_requests(pod)
+    ports = node_ports.host_ports(pod)
+    state["requests"] = requests
+    state["nonzero"] = nonzero
+    state["balanced_requests"] = [requests.get(r, 0) for r in node_resources_fit.SCORED]
+    state["host_ports"] = ports
+    if ports or spec.get("nodeName") or spec.get("nodeSelector") or (spec.get("affinity") or {}).get("nodeAffinity"):
+        return state, None
+    # tolerations decide the taint and cordon filters on the nodes that have those
+    tolerations = orjson.dumps(spec.get("tolerations") or [])
+    return state, (tuple(sorted(requests.items())), tuple(nonzero[r] for r in node_resources_fit.SCORED), tolerations)
+
+
+def choose_best(scores: list[int]) -> int:
+    """The position of a highest score, uniformly at random among equal ones (upstream's selectHost).
+
+    Without a Python-level pass over hundreds of scores: when many tie (a fresh cluster), draw
+    positions until one holds the best score; when few do, find the chosen one with list.index.
+    """
+    best = max(scores)
+    ties = scores.count(best)
+    if ties * 8 >= len(scores):
+        while True:
+            j = random.randrange(len(scores))
+            if scores[j] == best:
+                return j
+    j = -1
+    for _ in range(random.randrange(ties) + 1):
+        j = scores.index(best, j + 1)
+    return j
+
+
+def _filters_for(state: CycleState, pod: Obj) -> list[Any]:
+    """The filter plugins that can say no to this pod (no ports asked: NodePorts cannot)."""
+    spec = pod.get("spec") or {}
+    return [f for f in plugins.FILTERS
+            if not (f is node_ports and not state["host_ports"])
+            and not (f is node_name and not spec.get("nodeName"))]
+
+
+def _run_filters(filters: list[Any], state: CycleState, pod: Obj, info: NodeInfo) -> Status | None:
+    """The first failing filter's Status, or None if the node passes them all."""
+    for plugin in filters:
+        st = plugin.filter(state, pod, info)
+        if not st.ok:
+            return st
+    return None
+
+
+def _filter(state: CycleState, pod: Obj, candidates: Iterable[NodeInfo],
+            to_find: int) -> tuple[list[NodeInfo], dict[str, Status], int]:
+    """The full filter chain over ``candidates`` until ``to_find`` fit: the feasible nodes, the
+    failed nodes' statuses, and how many nodes were looked at."""
+    filters = _filters_for(state, pod)
+    plain_filters = [f for f in filters if f not in _PLAIN_PASSES]
+    feasible: list[NodeInfo] = []
+    statuses: dict[str, Status] = {}
+    processed = 0
+    for info in candidates:
+        processed += 1
+        st = _run_filters(plain_filters if info.plain else filters, state, pod, info)
+        if st is None:
+            feasible.append(info)
+            if len(feasible) >= to_find:
+                break
+        else:
+            statuses[info.name] = st
+    return feasible, statuses, processed
+
+
+def _pick(state: CycleState, pod: Obj, feasible: list[NodeInfo]) -> str | None:
+    """The best scoring node (ties broken at random, as upstream's selectHost), None if none fit."""
+    if not feasible:
+        return None
+    if len(feasible) == 1:
+        return feasible[0].name
+    totals = [0] * len(feasible)
+    for plugin, weight in plugins.SCORERS:
+        pre = getattr(plugin, "pre_score", None)
+        if pre is not None and not pre(state, pod):
+            continue
+        scores = [plugin.score(state, pod, info) for info in feasible]
+        norm = getattr(plugin, "normalize", None)
+        if norm is not None:
+            scores = norm(scores)
+        for i, s in enumerate(scores):
+            totals[i] += weight * s
+    best = max(totals)
+    return random.choice([info.name for info, t in zip(feasible, totals, strict=True) if t == best])
+
+
 class Scheduler:
     def __init__(self, client: Client, factory: InformerFactory, *, parallel_binds: int = 64) -> None:
         self.client = client
@@ -117,7 +236,8 @@ class Scheduler:
         self.nodes = factory.informer("nodes")
         self.recorder = EventRecorder(client, SCHEDULER_NAME)
         self.node_infos: dict[str, NodeInfo] = {}
-        self._node_list: list[NodeInfo] | None = None  # stable order for sampling; rebuilt on add/delete
+        self.snapshot = NodeSnapshot()  # stable order for sampling, memoised verdicts per pod shape
+        self._snapshot_stale = True  # a node was added or removed: rebuild the order before the next cycle
         self._next_start = 0  # upstream's nextStartNodeIndex: sampling rotates through the nodes
         self.pod_node: dict[str, str] = {}  # pod key -> node it counts against (bound or assumed)
         self.queue = SchedulingQueue()
@@ -131,12 +251,12 @@ class Scheduler:
         name = node["metadata"]["name"]
         if etype == "DELETED":
             if self.node_infos.pop(name, None) is not None:
-                self._node_list = None
+                self._snapshot_stale = True
             return
         info = self.node_infos.get(name)
         if info is None:
             info = self.node_infos[name] = NodeInfo(node)
-            self._node_list = None
+            self._snapshot_stale = True
             for key, n in self.pod_node.items():
                 if n == name:
                     pod = self.pods.get_by_key(key)
@@ -146,6 +266,7 @@ class Scheduler:
             changed = _schedulability_changed(info.node, node)
             if changed:
                 info.set_node(node)
+                self.snapshot.touch(info)
             else:
                 info.node = node
             if not changed:
@@ -169,7 +290,7 @@ class Scheduler:
                 self.pod_node[key] = node
                 info = self.node_infos.get(node)
                 if info is not None:
-                    self._account(info, key, pod, +1)
+                    self._count(info, key, pod, +1)
             else:
                 info = self.node_infos.get(node)
                 if info is not None and key in info.pods:
@@ -187,7 +308,12 @@ class Scheduler:
             info = self.node_infos[node]
             pod = info.pods.get(key)
             if pod is not None:
-                self._account(info, key, pod, -1)
+                self._count(info, key, pod, -1)
+
+    def _count(self, info: NodeInfo, key: str, pod: Obj, sign: int) -> None:
+        """Count a pod on (or off) a cached node; the node's memoised verdicts are then stale."""
+        self._account(info, key, pod, sign)
+        self.snapshot.touch(info)
 
     @staticmethod
     def _account(info: NodeInfo, key: str, pod: Obj, sign: int) -> None:
@@ -234,81 +360,104 @@ class Scheduler:
             self.queue.flush_unschedulable()
 
     def _nodes_in_order(self) -> list[NodeInfo]:
-        if self._node_list is None:
-            self._node_list = list(self.node_infos.values())
+        if self._snapshot_stale:
+            self.snapshot.rebuild(self.node_infos.values())
+            self._snapshot_stale = False
             self._next_start = 0
-        return self._node_list
+        return self.snapshot.nodes
 
     def find_node(self, pod: Obj) -> tuple[str | None, dict[str, Status], str | None]:
         """Filter then score: the chosen node, or None with the failed nodes' statuses and the
         reason for nodes a PreFilter left out (None if none were)."""
-        state = CycleState()
+        state, shape = prepare_cycle(pod)
         allowed = node_affinity.pre_filter(state, pod)
-        statuses: dict[str, Status] = {}
-        feasible: list[NodeInfo] = []
-        spec = pod.get("spec") or {}
-        filters = [f for f in plugins.FILTERS
-                   if not (f is node_ports and not node_ports.host_ports(pod))
-                   and not (f.NAME == "NodeName" and not spec.get("nodeName"))]
-        absent_reason = None
         if allowed is not None:
-            candidates: Any = [self.node_infos[n] for n in sorted(allowed) if n in self.node_infos]
-            to_find = len(candidates)
-            absent_reason = node_affinity.ERR_REASON_PREFILTER
+            # a pod pinned by name (a DaemonSet's): only those nodes, all of them
+            candidates = [self.node_infos[n] for n in sorted(allowed) if n in self.node_infos]
+            feasible, statuses, _ = _filter(state, pod, candidates, len(candidates))
+            return _pick(state, pod, feasible), statuses, node_affinity.ERR_REASON_PREFILTER
+        nodes = self._nodes_in_order()
+        if not nodes:
+            return None, {}, None
+        start = self._next_start if self._next_start < len(nodes) else 0
+        to_find = num_feasible_nodes_to_find(len(nodes))
+        if shape is not None and SHAPE_PATH:
+            chosen, statuses, processed = self._find_by_shape(state, pod, self.snapshot.verdicts(shape), start, to_find)
         else:
-            nodes = self._nodes_in_order()
-            start = self._next_start if self._next_start < len(nodes) else 0
-            candidates = itertools.chain(itertools.islice(nodes, start, None), itertools.islice(nodes, 0, start))
-            to_find = num_feasible_nodes_to_find(len(nodes))
-        processed = 0
-        # a pod without node constraints on an untainted, uncordoned node: only NodeResourcesFit
-        # can say no (the other filters pass by construction), so skip calling them
-        fit = node_resources_fit.filter
-        simple = state.get("constrained") is False and filters[-1] is fit and all(
-            f in (node_unschedulable, taint_toleration, node_affinity, fit) for f in filters)
-        for info in candidates:
-            processed += 1
-            if simple and info.plain:
-                st = fit(state, pod, info)
-                if st.ok:
-                    feasible.append(info)
-                    if len(feasible) >= to_find:
-                        break
-                else:
-                    statuses[info.name] = st
-                continue
-            for plugin in filters:
-                st = plugin.filter(state, pod, info)
-                if not st.ok:
-                    statuses[info.name] = st
-                    break
-            else:
-                feasible.append(info)
-                if len(feasible) >= to_find:
-                    break
-        if allowed is None and self._node_list:
-            self._next_start = (self._next_start + processed) % len(self._node_list)
-        if not feasible:
-            return None, statuses, absent_reason
-        if len(feasible) == 1:
-            return feasible[0].name, statuses, absent_reason
-        return self._select(state, pod, feasible), statuses, absent_reason
+            ring = itertools.chain(itertools.islice(nodes, start, None), itertools.islice(nodes, 0, start))
+            feasible, statuses, processed = _filter(state, pod, ring, to_find)
+            chosen = _pick(state, pod, feasible)
+        self._next_start = (start + processed) % len(nodes)
+        return chosen, statuses, None
 
-    @staticmethod
-    def _select(state: CycleState, pod: Obj, feasible: list[NodeInfo]) -> str:
-        totals = [0] * len(feasible)
-        for plugin, weight in plugins.SCORERS:
-            pre = getattr(plugin, "pre_score", None)
-            if pre is not None and not pre(state, pod):
-                continue
-            scores = [plugin.score(state, pod, info) for info in feasible]
-            norm = getattr(plugin, "normalize", None)
-            if norm is not None:
-                scores = norm(scores)
-            for i, s in enumerate(scores):
-                totals[i] += weight * s
-        best = max(totals)
-        return random.choice([info.name for info, t in zip(feasible, totals, strict=True) if t == best])
+    def _find_by_shape(self, state: CycleState, pod: Obj, verdicts: ShapeVerdicts, start: int,
+                       to_find: int) -> tuple[str | None, dict[str, Status], int]:
+        """find_node for a pod that asks for resources only (see ``snapshot``): the chosen node,
+        the failed nodes' statuses, and how many nodes were looked at.
+
+        As the node-by-node walk from ``start`` that stops at the to_find-th node that fits, but a
+        stretch of nodes at a time: take as many nodes as fits are still missing, count the
+        misfits among them (in C), and take that many more."""
+        nodes = self.snapshot.nodes
+        n = len(nodes)
+        window: list[int] = []
+        need = to_find
+        while need > 0 and len(window) < n:
+            take = min(need, n - len(window))
+            part = self._stretch(verdicts, (start + len(window)) % n, take, state, pod)
+            window += part
+            need -= take - part.count(INFEASIBLE)
+        processed = len(window)
+        statuses: dict[str, Status] = {}
+        j = -1
+        for _ in range(window.count(INFEASIBLE)):
+            j = window.index(INFEASIBLE, j + 1)
+            i = (start + j) % n
+            statuses[nodes[i].name] = verdicts.statuses[i]
+        fits = to_find - need
+        if fits == 0:
+            return None, statuses, processed
+        if MIXED in window:
+            # a tainted or cordoned node that fits competes: score them all with every plugin
+            feasible = [nodes[(start + j) % n] for j, score in enumerate(window) if score >= 0 or score == MIXED]
+            return _pick(state, pod, feasible), statuses, processed
+        if fits == 1:
+            return nodes[(start + window.index(max(window))) % n].name, statuses, processed
+        return nodes[(start + choose_best(window)) % n].name, statuses, processed
+
+    def _stretch(self, verdicts: ShapeVerdicts, lo: int, take: int, state: CycleState, pod: Obj) -> list[int]:
+        """The verdicts of ``take`` nodes from index ``lo`` (wrapping), unknown ones computed."""
+        scores = verdicts.scores
+        n = len(scores)
+        end = lo + take
+        part = scores[lo:end] if end <= n else scores[lo:] + scores[:end - n]
+        if UNKNOWN in part:
+            j = 0
+            while True:
+                try:
+                    j = part.index(UNKNOWN, j)
+                except ValueError:
+                    break
+                i = (lo + j) % n
+                part[j] = scores[i] = self._verdict(verdicts, i, state, pod)
+                j += 1
+        return part
+
+    def _verdict(self, verdicts: ShapeVerdicts, i: int, state: CycleState, pod: Obj) -> int:
+        info = self.snapshot.nodes[i]
+        if info.plain:
+            st = node_resources_fit.filter(state, pod, info)
+            if st.ok:
+                return sum(weight * plugin.score(state, pod, info) for plugin, weight in SHAPE_SCORERS)
+        else:
+            filters = state.get("filters")
+            if filters is None:
+                filters = state["filters"] = _filters_for(state, pod)
+            st = _run_filters(filters, state, pod, info) or OK
+            if st.ok:
+                return MIXED
+        verdicts.statuses[i] = st
+        return INFEASIBLE
 
     async def _schedule_one(self, key: str, pod: Obj) -> None:
         node, statuses, absent_reason = self.find_node(pod)
@@ -322,7 +471,7 @@ class Scheduler:
         # assume: count the pod against the node now, so the next cycle sees it, then bind
         self.queue.done(key)
         self.pod_node[key] = node
-        self._account(self.node_infos[node], key, pod, +1)
+        self._count(self.node_infos[node], key, pod, +1)
         await self._bind_slots.acquire()
         task = asyncio.create_task(self._bind(key, pod, node))
         self._tasks.add(task)
