@@ -153,18 +153,23 @@ def test_network_unavailable_taint_and_tolerating_pod(c) -> None:
 def test_higher_priority_pod_binds_first(c) -> None:
     c.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}, "value": 1000}))
-    c.kubectl("apply", "-f", "-", input=node_json("tiny", {"kubeling.io/capacity-cpu": "1"}, unschedulable=True))
+    c.kubectl("apply", "-f", "-", input=node_json("tiny", {"kubeling.io/capacity-cpu": "1"}))
     c.wait_for(lambda: get(c, "node", "tiny").get("status", {}).get("allocatable", {}).get("cpu") == "1",
                what="tiny registered with 1 cpu")
     c.wait_for(lambda: node_ready(c, "tiny"), what="tiny Ready")
     pin = {"kubernetes.io/hostname": "tiny"}
+    # a blocker of the same high priority fills the node: neither waiting pod can preempt it
+    c.kubectl("create", "-f", "-", input=pod_json("blocker", cpu="800m", nodeSelector=pin, priorityClassName="high"))
+    c.wait_for(lambda: node_of(c, "blocker") == "tiny", what="blocker bound")
     c.kubectl("create", "-f", "-", input=pod_json("low", cpu="800m", nodeSelector=pin))
     c.kubectl("create", "-f", "-", input=pod_json("high", cpu="800m", nodeSelector=pin, priorityClassName="high"))
     assert get(c, "pod", "high")["spec"]["priority"] == 1000
     for name in ("low", "high"):
-        c.wait_for(lambda n=name: unschedulable_message(c, n), what=f"{name} waits for the cordoned node")
+        c.wait_for(lambda n=name: "Insufficient cpu" in (unschedulable_message(c, n) or ""),
+                   what=f"{name} waits for room on tiny")
     time.sleep(2.5)  # let both back-offs (1 s after one attempt) run out, so only priority orders them
-    c.kubectl("uncordon", "tiny")
+    # the blocker's removal makes room for one: the queue hands out the higher priority first
+    c.kubectl("delete", "pod", "blocker", "--grace-period=0", "--force")
     assert c.wait_for(lambda: node_of(c, "high"), what="high bound") == "tiny"
     msg = c.wait_for(lambda: "Insufficient cpu" in (unschedulable_message(c, "low") or "") and
                      unschedulable_message(c, "low"), what="low stays pending")
