@@ -295,16 +295,19 @@ def test_event_recorder_writes_and_aggregates(connect):
             name = uniq("ev")
             obj = await c.create("configmaps", cm(name), "default")
             rec = EventRecorder(c, "test-controller", host="test-host")
-            rec.event(obj, "Normal", "Tested", "first")
-            rec.event(obj, "Normal", "Tested", "first")
+            for _ in range(6):  # written by concurrent writers, yet counted on one Event
+                rec.event(obj, "Normal", "Tested", "first")
             rec.event(obj, "Warning", "Broken", "second")
+            for i in range(12):  # distinct events, each its own Event
+                rec.event(obj, "Normal", "Step", f"step {i}")
             await rec.flush()
             await rec.close()
             evs = [e for e in (await c.list("events", "default"))["items"]
                    if e["involvedObject"].get("name") == name]
             by_reason = {e["reason"]: e for e in evs}
-            assert sorted(by_reason) == ["Broken", "Tested"] and len(evs) == 2
-            assert by_reason["Tested"]["count"] == 2 and by_reason["Broken"]["type"] == "Warning"
+            assert sorted(by_reason) == ["Broken", "Step", "Tested"] and len(evs) == 14
+            assert sorted(e["message"] for e in evs if e["reason"] == "Step") == sorted(f"step {i}" for i in range(12))
+            assert by_reason["Tested"]["count"] == 6 and by_reason["Broken"]["type"] == "Warning"
             assert by_reason["Tested"]["involvedObject"]["uid"] == obj["metadata"]["uid"]
             assert by_reason["Tested"]["source"]["component"] == "test-controller"
             await c.delete("configmaps", name, "default")

@@ -1,8 +1,10 @@
 """Recording core/v1 Events about objects, as client-go's legacy event recorder does.
 
 ``EventRecorder.event(obj, type, reason, message)`` never blocks or raises: events go into a
-bounded queue written by one background task (errors are logged, and when the queue is full the
-event is dropped, like the upstream broadcaster). Upstream's correlator is followed in small:
+bounded queue written by a few background tasks (errors are logged, and when the queue is full the
+event is dropped, like the upstream broadcaster; drops are logged at most every 10 s, with a count).
+Several writers share the store's group commits, so a burst (a Scheduled event per pod) keeps up;
+writes of identical events stay in order, one at a time, so their count aggregates. Upstream's correlator is followed in small:
 an identical event (same object, type, reason, message) repeated within 10 minutes bumps the
 existing Event's ``count`` and ``lastTimestamp`` with a patch instead of creating a new one, and
 a per-object token bucket (burst 25, one token per 5 minutes) drops spam.
@@ -31,10 +33,18 @@ CACHE_SIZE = 4096          # upstream's maxLruCacheEntries
 SPAM_BURST = 25
 SPAM_QPS = 1.0 / 300.0
 QUEUE_SIZE = 1000          # upstream's maxQueuedEvents
+WRITERS = 8                # concurrent event writes
+DROP_LOG_EVERY = 10.0      # seconds between "dropped events" log lines
+
+
+_NOW: list[Any] = [None, ""]  # [the second, its RFC 3339 text]: formatted once per second
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = int(time.time())
+    if _NOW[0] != second:
+        _NOW[0], _NOW[1] = second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _NOW[1]
 
 
 @dataclass
@@ -56,7 +66,10 @@ class EventRecorder:
         self.host = host
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._queue_size = queue_size
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: list[asyncio.Task[None]] = []
+        self._key_locks: dict[tuple[Any, ...], list[Any]] = {}  # aggregation key -> [lock, users]
+        self._drops_logged_at = 0.0
+        self._drops_unlogged = 0
         self._seen: OrderedDict[tuple[Any, ...], _Seen] = OrderedDict()
         self._spam: OrderedDict[tuple[Any, ...], tuple[float, float]] = OrderedDict()
         self._last_ns = 0
@@ -68,8 +81,11 @@ class EventRecorder:
             log.warning("event type %r is not Normal or Warning; recording anyway", type)
         if self._queue is None:
             self._queue = asyncio.Queue(self._queue_size)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="event-recorder")
+        if len(self._writers) < WRITERS or any(w.done() for w in self._writers):
+            loop = asyncio.get_running_loop()
+            self._writers = [w for w in self._writers if not w.done()]
+            self._writers += [loop.create_task(self._write_loop(), name="event-recorder")
+                              for _ in range(WRITERS - len(self._writers))]
         ref = involved_object(obj)
         if not self._allow(ref, type, reason):
             self.dropped += 1
@@ -79,7 +95,12 @@ class EventRecorder:
                                     "time": now_rfc3339()})
         except asyncio.QueueFull:
             self.dropped += 1
-            log.warning("event queue full, dropping %s event %s on %s", type, reason, ref.get("name"))
+            self._drops_unlogged += 1
+            now = time.monotonic()
+            if now - self._drops_logged_at >= DROP_LOG_EVERY:
+                log.warning("event queue full: dropped %d events (latest: %s %s on %s)", self._drops_unlogged,
+                            type, reason, ref.get("name"))
+                self._drops_logged_at, self._drops_unlogged = now, 0
 
     def eventf(self, obj: dict[str, Any], type: str, reason: str, fmt: str, *args: Any) -> None:  # noqa: A002
         self.event(obj, type, reason, fmt % args if args else fmt)
@@ -90,11 +111,12 @@ class EventRecorder:
             await self._queue.join()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        for writer in self._writers:
+            writer.cancel()
+        for writer in self._writers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+                await writer
+        self._writers = []
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -121,20 +143,26 @@ class EventRecorder:
         assert self._queue is not None
         while True:
             item = await self._queue.get()
+            key = _aggregation_key(item)
+            # identical events one at a time, in queue order (the first creates, the next patch)
+            entry = self._key_locks.setdefault(key, [asyncio.Lock(), 0])
+            entry[1] += 1
             try:
-                await self._write(item)
+                async with entry[0]:
+                    await self._write(item, key)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - events are best effort
                 log.warning("unable to write event %s on %s: %s", item["reason"], item["ref"].get("name"), e)
             finally:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._key_locks[key]
                 self._queue.task_done()
 
-    async def _write(self, item: dict[str, Any]) -> None:
+    async def _write(self, item: dict[str, Any], key: tuple[Any, ...]) -> None:
         ref = item["ref"]
         namespace = ref.get("namespace") or "default"
-        key = (ref.get("kind"), ref.get("namespace"), ref.get("name"), ref.get("uid"), ref.get("apiVersion"),
-               item["type"], item["reason"], item["message"])
         now = time.monotonic()
         seen = self._seen.get(key)
         if seen is not None and now - seen.last_seen < AGGREGATE_WINDOW:
@@ -169,6 +197,12 @@ class EventRecorder:
         self._seen.move_to_end(key)
         if len(self._seen) > CACHE_SIZE:
             self._seen.popitem(last=False)
+
+
+def _aggregation_key(item: dict[str, Any]) -> tuple[Any, ...]:
+    ref = item["ref"]
+    return (ref.get("kind"), ref.get("namespace"), ref.get("name"), ref.get("uid"), ref.get("apiVersion"),
+            item["type"], item["reason"], item["message"])
 
 
 def involved_object(obj: dict[str, Any]) -> dict[str, Any]:
