@@ -141,13 +141,16 @@ def main() -> None:
 @click.option("--node-monitor-grace-period", type=Duration(), default=None,
               help="How long a node may miss heartbeats before it is marked Unknown (default 40s).")
 @click.option("--bind-address", default="127.0.0.1", show_default=True)
+@click.option("--disable", "disabled", multiple=True, metavar="COMPONENT",
+              type=click.Choice([n for n, _ in runtime.COMPONENTS]),
+              help="Leave a component out (repeatable), e.g. to run `kubeling scheduler` as its own process.")
 @click.option("--loopback/--no-loopback", default=True, show_default=True,
               help="Components call the API server in this process without the wire (as kube-apiserver's "
                    "loopback client); --no-loopback sends them over HTTPS, as separate processes do.")
 @click.option("-v", "--verbose", count=True)
 def up(data_dir: Path, port: int, nodes: int, store_url: str, stop_after: float, pull_delay: float,
        fail_images: str, crash_images: str, node_monitor_grace_period: float | None, bind_address: str,
-       loopback: bool, verbose: int) -> None:
+       disabled: tuple[str, ...], loopback: bool, verbose: int) -> None:
     """Run the API server, controllers, scheduler and node fleet in the foreground."""
     _setup_logging(verbose)
     data_dir = data_dir.expanduser().resolve()
@@ -162,7 +165,8 @@ def up(data_dir: Path, port: int, nodes: int, store_url: str, stop_after: float,
             click.echo("  kubectl get nodes")
             options = component_options(stop_after=stop_after, pull_delay=pull_delay, fail_images=fail_images,
                                         crash_images=crash_images, grace=node_monitor_grace_period)
-            components = await runtime.start_components(kubeconfig, nodes=nodes, options=options,
+            only = [n for n, _ in runtime.COMPONENTS if n not in disabled] if disabled else None
+            components = await runtime.start_components(kubeconfig, nodes=nodes, options=options, only=only,
                                                         loopback=api.loopback() if loopback else None)
         try:
             await stop.wait()
