@@ -107,22 +107,14 @@ async def watch_until(api: Api, rv: str, n: int, done: asyncio.Event, state: dic
     """Follow the DaemonSet; set ``done`` when rolled_out, noting the time it was seen."""
     path = (f"/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets?watch=1&resourceVersion={rv}"
             f"&fieldSelector=metadata.name%3D{DS_NAME}")
-    async with api.session.get(api.base + path) as resp:
-        buf = b""
-        async for chunk in resp.content.iter_any():
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if not line.strip():
-                    continue
-                ev = orjson.loads(line)
-                obj = ev.get("object") or {}
-                if ev.get("type") in ("ADDED", "MODIFIED"):
-                    state["last"] = obj.get("status")
-                    if state.get("armed") and rolled_out(obj, n):
-                        state["seen_at"] = time.perf_counter()
-                        done.set()
-                        return
+    async for ev in api.watch(path):
+        obj = ev.get("object") or {}
+        if ev.get("type") in ("ADDED", "MODIFIED"):
+            state["last"] = obj.get("status")
+            if state.get("armed") and rolled_out(obj, n):
+                state["seen_at"] = time.perf_counter()
+                done.set()
+                return
 
 
 async def _phase(server: Server, api: Api, n: int, action: Any, *, timeout: float,

@@ -20,12 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from kubeling.client.config import ClientConfig
 
@@ -270,6 +271,17 @@ class Api:
         headers = {"Content-Type": "application/json"} if body is not None else None
         async with self.session.request(method, self.base + path, data=body, headers=headers) as resp:
             return resp.status, await resp.read()
+
+    async def watch(self, path: str) -> AsyncIterator[dict[str, Any]]:
+        """The events of a watch on ``path`` (a URL with ?watch=1...), decoded, as they arrive."""
+        async with self.session.get(self.base + path) as resp:
+            buf = b""
+            async for chunk in resp.content.iter_any():
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        yield orjson.loads(line)
 
     async def close(self) -> None:
         await self.session.close()

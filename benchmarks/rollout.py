@@ -87,16 +87,9 @@ def pull_failed(pod: dict[str, Any]) -> bool:
 async def follow(api: Api, path: str, rv: str, on_object: Callable[[dict[str, Any]], None], *,
                  query: str = "") -> None:
     """Stream a watch from ``rv``, calling ``on_object`` for every ADDED / MODIFIED object."""
-    async with api.session.get(f"{api.base}{path}?watch=1&resourceVersion={rv}{query}") as resp:
-        buf = b""
-        async for chunk in resp.content.iter_any():
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if line.strip():
-                    ev = orjson.loads(line)
-                    if ev.get("type") in ("ADDED", "MODIFIED"):
-                        on_object(ev["object"])
+    async for ev in api.watch(f"{path}?watch=1&resourceVersion={rv}{query}"):
+        if ev.get("type") in ("ADDED", "MODIFIED"):
+            on_object(ev["object"])
 
 
 async def get_json(api: Api, path: str) -> dict[str, Any]:

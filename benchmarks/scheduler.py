@@ -59,21 +59,14 @@ def pod_body(name: str) -> bytes:
 async def _watch_binds(api: Api, rv: str, bound: dict[str, float], want: int, done: asyncio.Event) -> None:
     path = (f"/api/v1/namespaces/{NAMESPACE}/pods?watch=1&resourceVersion={rv}"
             "&labelSelector=app%3Dsched-bench&allowWatchBookmarks=false")
-    async with api.session.get(api.base + path) as resp:
-        buf = b""
-        async for chunk in resp.content.iter_any():
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if not line.strip():
-                    continue
-                obj = orjson.loads(line).get("object") or {}
-                name = (obj.get("metadata") or {}).get("name")
-                if name and (obj.get("spec") or {}).get("nodeName") and name not in bound:
-                    bound[name] = time.perf_counter()
-                    if len(bound) >= want:
-                        done.set()
-                        return
+    async for ev in api.watch(path):
+        obj = ev.get("object") or {}
+        name = (obj.get("metadata") or {}).get("name")
+        if name and (obj.get("spec") or {}).get("nodeName") and name not in bound:
+            bound[name] = time.perf_counter()
+            if len(bound) >= want:
+                done.set()
+                return
 
 
 async def _create_pending(api: Api, pods: int) -> tuple[float, dict[int, int]]:

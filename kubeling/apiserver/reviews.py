@@ -223,25 +223,26 @@ def _allow(review: Obj) -> Obj:
     return review
 
 
-async def self_subject_access_review(handlers: ResourceHandlers, request: web.Request, res: Resource,
-                                     info: RequestInfo) -> web.Response:
+async def _access_review(handlers: ResourceHandlers, request: web.Request, res: Resource, info: RequestInfo,
+                         spec_errors: Callable[[Obj], list[Any]], *, self_review: bool) -> web.Response:
+    """Validate a (self) subject access review and allow it, as upstream's AlwaysAllow answers."""
     review, warnings = await _decode(handlers, request, res, info)
-    spec = review.get("spec") or {}
-    errs = _attributes_errors(spec) + _meta_errors(review["metadata"])
+    errs = spec_errors(review.get("spec") or {}) + _meta_errors(review["metadata"])
     if errs:
         raise errors.invalid_error(res.group, res.kind, "", errs)
-    _requester(request)
+    if self_review:
+        _requester(request)
     return json_response(_allow(review), 201, warnings=warnings)
+
+
+async def self_subject_access_review(handlers: ResourceHandlers, request: web.Request, res: Resource,
+                                     info: RequestInfo) -> web.Response:
+    return await _access_review(handlers, request, res, info, _attributes_errors, self_review=True)
 
 
 async def subject_access_review(handlers: ResourceHandlers, request: web.Request, res: Resource,
                                 info: RequestInfo) -> web.Response:
-    review, warnings = await _decode(handlers, request, res, info)
-    spec = review.get("spec") or {}
-    errs = _subject_errors(spec) + _meta_errors(review["metadata"])
-    if errs:
-        raise errors.invalid_error(res.group, res.kind, "", errs)
-    return json_response(_allow(review), 201, warnings=warnings)
+    return await _access_review(handlers, request, res, info, _subject_errors, self_review=False)
 
 
 async def local_subject_access_review(handlers: ResourceHandlers, request: web.Request, res: Resource,
