@@ -233,6 +233,10 @@ def test_rolling_update_survives_failures(ha: dict[str, Any]) -> None:
         assert p["spec"]["containers"][0]["image"] == "agent:v2", node
         assert p["metadata"]["labels"]["pod-template-generation"] == generation, node
         assert p["status"].get("phase") == "Running", node
+    # the watch (its own thread, failing over too) may still be catching up with the last pods
+    deadline = time.monotonic() + 60
+    while len(watch.seen) < 2 * NODES and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert watch.violations == [], "\n".join(watch.violations[:20])
     assert len(watch.seen) >= 2 * NODES  # the watch saw both generations go by
     assert lease_holder(kc, "kube-controller-manager", server=b.url) == standby.identity
