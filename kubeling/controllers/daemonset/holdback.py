@@ -61,7 +61,7 @@ def compute(ds: Obj, plans: Iterable[Obj], nodes: Iterable[Obj], by_node: dict[s
         return None
     eligible = [n for n in nodes if node_should_run_daemon_pod(n, ds)[0]]
     order = steps.rollout_order(plan, eligible)
-    canaries = sum(1 for n in eligible if steps.is_canary(plan, n))
+    canaries = steps.count_canaries(plan, eligible)
     allowed = steps.allowed_update_nodes(plan, hash_=hash_, order=order, canaries=canaries,
                                          updated=updated_nodes(by_node, hash_))
     if allowed is None:

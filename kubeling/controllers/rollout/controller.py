@@ -30,6 +30,9 @@ PLAN_RESOURCE = "rolloutplans.v1alpha1.rollouts.kubeling.io"
 DS_RESOURCE = "daemonsets.apps"
 OWNER_INDEX = "rollout-owner-uid"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
+SYNC_PACE_MIN = 0.002   # syncs quicker than this are not paced (small clusters)
+SYNC_PACE_FACTOR = 3.0  # a plan waits this many times its last sync's work before the next one
+SYNC_PACE_MAX = 0.5     # the longest a plan is held back after a sync
 
 
 def _owner_uid(obj: dict[str, Any]) -> list[str]:
@@ -57,6 +60,8 @@ class RolloutPlanController:
         self.revisions = factory.informer(history.RESOURCE, indexers={OWNER_INDEX: _owner_uid})
         self.queue = WorkQueue("rolloutplan")
         self.recorder = EventRecorder(client, COMPONENT)
+        self._not_before: dict[str, float] = {}  # plan key -> loop time of its next sync (pacing)
+        self._computed: dict[str, float] = {}  # plan key -> CPU seconds its sync spent in observe, decide
 
     async def run(self) -> None:
         from kubeling.client.controller import run_controller
@@ -97,6 +102,34 @@ class RolloutPlanController:
     # -- sync ------------------------------------------------------------------------------------
 
     async def sync(self, key: Any) -> None:
+        """One decision for the plan, paced (see ``_pace``)."""
+        loop = asyncio.get_running_loop()
+        wait = self._not_before.get(str(key), 0.0) - loop.time()
+        if wait > 0:
+            # paced: the pod events of a burst collapse into the next sync instead of one each
+            self.queue.add_after(key, wait)
+            return
+        self._computed.pop(str(key), None)
+        try:
+            await self._sync(key)
+        finally:
+            self._pace(str(key), self._computed.pop(str(key), 0.0))
+
+    def _pace(self, key: str, took: float) -> None:
+        """Hold the plan's next sync back by SYNC_PACE_FACTOR times the CPU this one spent.
+
+        ``took`` counts only observe and decide: awaits run the in-process API server too.
+        Each sync observes every node and daemon pod; at thousands of nodes, syncing again after
+        each pod event of a rollout kept the process (API server, DaemonSet controller, fleet)
+        busy with plan syncs. As in the DaemonSet controller, the queue collapses a burst's events
+        while the key waits, which bounds one plan's syncs to about a quarter of the CPU.
+        """
+        if took < SYNC_PACE_MIN:
+            self._not_before.pop(key, None)
+            return
+        self._not_before[key] = asyncio.get_running_loop().time() + min(took * SYNC_PACE_FACTOR, SYNC_PACE_MAX)
+
+    async def _sync(self, key: Any) -> None:
         namespace, name = split_key(str(key))
         plan = self.plans.get(name, namespace)
         if plan is None or plan["metadata"].get("deletionTimestamp"):
@@ -115,9 +148,11 @@ class RolloutPlanController:
             return  # the DaemonSet controller has not snapshotted this template yet
         hash_ = history.revision_hash(cur)
         now = time.time()
+        started = time.thread_time()
         obs = observe(plan, ds, self.nodes.list(), self.pods.by_index(OWNER_INDEX, uid), hash_=hash_, now=now)
         decision = decide(plan, update_hash=hash_, ds_generation=int(ds["metadata"].get("generation") or 0),
                           obs=obs, now=now)
+        self._computed[str(key)] = time.thread_time() - started
         if decision.rollback is not None:
             generation = await self._rollback(ds, revisions, decision.status.get("stableRevision") or "",
                                               decision.rollback)

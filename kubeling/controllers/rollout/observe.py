@@ -25,8 +25,8 @@ from kubeling.api.scheduling import (
 from kubeling.api.timeutil import parse_rfc3339
 from kubeling.controllers.daemonset.placement import _daemon_pod_spec, node_should_run_daemon_pod
 from kubeling.controllers.daemonset.pods import (
+    _ready_condition,
     is_deleting,
-    is_pod_available,
     oldest_first_key,
     target_node_name,
 )
@@ -128,6 +128,58 @@ def _created(pod: Obj) -> float | None:
     return t.timestamp() if t else None
 
 
+@dataclass(frozen=True, slots=True)
+class _PodFacts:
+    """What ``observe`` reads from one pod version; the same for every sync that sees it."""
+
+    node: str | None
+    deleting: bool
+    hash: str | None
+    oldest_key: tuple[int, float, str]
+    ready: bool  # podutil.IsPodReady (first Ready condition True)
+    ready_transition: float | None  # that condition's lastTransitionTime, for minReadySeconds
+    ready_since: float | None
+    created: float | None
+    problem: tuple[str, str] | None
+
+    def available(self, min_ready: int, now: float) -> bool:
+        """is_pod_available without parsing timestamps again."""
+        if not self.ready:
+            return False
+        if not min_ready:
+            return True
+        return self.ready_transition is not None and self.ready_transition + min_ready < now
+
+
+# pod uid -> (resourceVersion, facts): a controller syncs a plan after every pod event, and
+# re-reading every daemon pod's conditions and timestamps each time was most of its CPU.
+_FACTS: dict[str, tuple[str, _PodFacts]] = {}
+_FACTS_LIMIT = 200_000
+
+
+def _facts_of(pod: Obj) -> _PodFacts:
+    meta = pod.get("metadata") or {}
+    uid, rv = meta.get("uid"), meta.get("resourceVersion")
+    if uid and rv:
+        hit = _FACTS.get(uid)
+        if hit is not None and hit[0] == rv:
+            return hit[1]
+    cond = _ready_condition(pod)
+    ready = cond is not None and cond.get("status") == "True"
+    transition = None
+    if ready and cond is not None:
+        t = parse_rfc3339(cond.get("lastTransitionTime"))
+        transition = t.timestamp() if t else None
+    facts = _PodFacts(node=target_node_name(pod), deleting=is_deleting(pod), hash=pod_hash(pod),
+                      oldest_key=oldest_first_key(pod), ready=ready, ready_transition=transition,
+                      ready_since=_ready_since(pod), created=_created(pod), problem=pod_problem(pod))
+    if uid and rv:
+        if len(_FACTS) >= _FACTS_LIMIT:
+            _FACTS.clear()
+        _FACTS[uid] = (rv, facts)
+    return facts
+
+
 def observe(plan: Obj | None, ds: Obj, nodes: Iterable[Obj], pods: Iterable[Obj], *, hash_: str,
             now: float) -> Observation:
     """The rollout of revision ``hash_`` of ``ds`` as the nodes show it (see module docstring)."""
@@ -136,18 +188,20 @@ def observe(plan: Obj | None, ds: Obj, nodes: Iterable[Obj], pods: Iterable[Obj]
     deadline = float((spec.get("failurePolicy") or {}).get("progressDeadlineSeconds") or 600)
     min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
     nodes = list(nodes)
-    by_node: dict[str, list[Obj]] = {}
+    by_node: dict[str, list[_PodFacts]] = {}
+    names: dict[int, str] = {}
     for pod in pods:
-        node = target_node_name(pod)
-        if node is not None and not is_deleting(pod):
-            by_node.setdefault(node, []).append(pod)
+        facts = _facts_of(pod)
+        if facts.node is not None and not facts.deleting:
+            by_node.setdefault(facts.node, []).append(facts)
+            names[id(facts)] = pod["metadata"]["name"]
     eligible = [n for n in nodes if node_should_run_daemon_pod(n, ds)[0]]
     obs = Observation(order=steps.rollout_order(plan, eligible),
-                      canaries=sum(1 for n in eligible if steps.is_canary(plan, n)))
-    current: dict[str, Obj] = {}
+                      canaries=steps.count_canaries(plan, eligible))
+    current: dict[str, _PodFacts] = {}
     for name, node_pods in by_node.items():
-        new = [p for p in node_pods if pod_hash(p) == hash_]
-        current[name] = min(new or node_pods, key=oldest_first_key)
+        new = [p for p in node_pods if p.hash == hash_]
+        current[name] = node_pods[0] if len(node_pods) == 1 else min(new or node_pods, key=_oldest_key)
         if new:
             obs.updated.add(name)
     eligible_names = set(obs.order)
@@ -156,8 +210,8 @@ def observe(plan: Obj | None, ds: Obj, nodes: Iterable[Obj], pods: Iterable[Obj]
                                              order=obs.order, canaries=obs.canaries, updated=obs.updated)
     unavailable = 0
     for name in obs.order:
-        pod = current.get(name)
-        if pod is None or not is_pod_available(pod, min_ready, now):
+        facts = current.get(name)
+        if facts is None or not facts.available(min_ready, now):
             unavailable += 1
     limit = max_unavailable_count(ds, len(obs.order))
     if spec.get("maxUnavailable") is not None:
@@ -165,33 +219,34 @@ def observe(plan: Obj | None, ds: Obj, nodes: Iterable[Obj], pods: Iterable[Obj]
     step_text = _step_text(plan, obs)
     for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
         name = node["metadata"]["name"]
-        pod = current.get(name)
+        facts = current.get(name)
         if name not in eligible_names:
             why = placement_reason(node, ds) or ("NotEligible", "the daemon pod should not run on this node")
             obs.reasons.append(NodeReason(name, why[0], why[1], eligible=False))
             continue
-        if pod is None:
+        if facts is None:
             obs.reasons.append(NodeReason(name, "NoPod", "no daemon pod yet: the DaemonSet controller creates one"))
             continue
-        problem = pod_problem(pod)
-        available = is_pod_available(pod, min_ready, now)
+        pod_name = names[id(facts)]
+        problem = facts.problem
+        available = facts.available(min_ready, now)
         if name in obs.updated:
             if available:
                 obs.available_updated.add(name)
-                ready, created = _ready_since(pod), _created(pod)
+                ready, created = facts.ready_since, facts.created
                 if ready is not None and created is not None:
                     obs.start_seconds.append(max(ready - created, 0.0))
             else:
-                created = _created(pod)
+                created = facts.created
                 if problem is not None and problem[0] in steps.FAILURE_REASONS + ("Failed",):
                     obs.failed[name] = problem
                 elif created is not None and now - created > deadline:
                     obs.failed[name] = ("ProgressDeadlineExceeded",
-                                        f"pod {pod['metadata']['name']} not available after {int(deadline)}s")
+                                        f"pod {pod_name} not available after {int(deadline)}s")
         if problem is not None:
-            obs.reasons.append(NodeReason(name, problem[0], f"pod {pod['metadata']['name']}: {problem[1]}"))
+            obs.reasons.append(NodeReason(name, problem[0], f"pod {pod_name}: {problem[1]}"))
         elif not available:
-            obs.reasons.append(NodeReason(name, "NotReady", f"pod {pod['metadata']['name']} is not ready yet"))
+            obs.reasons.append(NodeReason(name, "NotReady", f"pod {pod_name} is not ready yet"))
         elif name in obs.updated:
             obs.reasons.append(NodeReason(name, AVAILABLE, "runs the update revision and is available"))
         elif obs.allowed is not None and name not in obs.allowed:
@@ -204,6 +259,10 @@ def observe(plan: Obj | None, ds: Obj, nodes: Iterable[Obj], pods: Iterable[Obj]
         else:
             obs.reasons.append(NodeReason(name, "Pending", "old revision, next in line for the update"))
     return obs
+
+
+def _oldest_key(facts: _PodFacts) -> tuple[int, float, str]:
+    return facts.oldest_key
 
 
 def _step_text(plan: Obj, obs: Observation) -> str:

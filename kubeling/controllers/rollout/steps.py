@@ -9,6 +9,7 @@ nodes of any step are spread evenly over zones. Names sort naturally (``node-2``
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -17,6 +18,7 @@ from kubeling.api.scheduling import label_selector_is_empty, label_selector_matc
 from kubeling.controllers.daemonset.rolling import scaled_value
 
 Obj = dict[str, Any]
+_DIGITS = re.compile(r"(\d+)")
 
 # container waiting reasons that mean an updated pod will not become available by itself
 FAILURE_REASONS = ("ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "InvalidImageName",
@@ -31,9 +33,10 @@ def _name(node: Obj) -> str:
     return node["metadata"]["name"]
 
 
+@functools.lru_cache(maxsize=65536)  # node names repeat on every sync of every plan
 def natural_key(name: str) -> tuple[Any, ...]:
     """``node-2`` before ``node-10``: digit runs compare as numbers."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
 
 
 def is_canary(plan: Obj, node: Obj) -> bool:
@@ -41,11 +44,28 @@ def is_canary(plan: Obj, node: Obj) -> bool:
     return not label_selector_is_empty(selector) and label_selector_matches(selector, _labels(node))
 
 
+def _has_canaries(plan: Obj) -> bool:
+    return not label_selector_is_empty((plan.get("spec") or {}).get("canaryNodes"))
+
+
+def count_canaries(plan: Obj, eligible: Iterable[Obj]) -> int:
+    """How many of ``eligible`` are canary nodes (0 at once without a canary selector)."""
+    return sum(1 for n in eligible if is_canary(plan, n)) if _has_canaries(plan) else 0
+
+
+def _natural_name_key(node: Obj) -> tuple[Any, ...]:
+    return natural_key(node["metadata"]["name"])
+
+
 def rollout_order(plan: Obj, eligible: Iterable[Obj]) -> list[str]:
     """Names of the eligible nodes in the plan's update order (see module docstring)."""
-    nodes = sorted(eligible, key=lambda n: natural_key(_name(n)))
-    canary = [_name(n) for n in nodes if is_canary(plan, n)]
-    rest = [n for n in nodes if not is_canary(plan, n)]
+    nodes = sorted(eligible, key=_natural_name_key)
+    canary: list[str] = []
+    rest: list[Obj] = nodes
+    if _has_canaries(plan):
+        flags = [is_canary(plan, n) for n in nodes]
+        canary = [_name(n) for n, c in zip(nodes, flags, strict=True) if c]
+        rest = [n for n, c in zip(nodes, flags, strict=True) if not c]
     key = (plan.get("spec") or {}).get("topologyKey")
     if not key:
         return canary + [_name(n) for n in rest]
