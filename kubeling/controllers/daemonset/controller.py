@@ -84,6 +84,13 @@ def _orphan_namespace(obj: dict[str, Any]) -> list[str]:
     return [] if _controller_ref(obj) else [(obj.get("metadata") or {}).get("namespace") or ""]
 
 
+def _holdback_view(plan: dict[str, Any]) -> tuple[Any, ...]:
+    """The parts of a RolloutPlan the DaemonSet's hold-back depends on."""
+    status = plan.get("status") or {}
+    return (plan.get("spec"), plan["metadata"].get("deletionTimestamp"), status.get("stableRevision"),
+            status.get("updateRevision"), status.get("phase"), status.get("currentStep"))
+
+
 class Expectations:
     """ControllerExpectations: creates and deletes a sync still waits to see in its informers."""
 
@@ -381,6 +388,10 @@ class DaemonSetController:
                 self._enqueue(ds)
 
     def _on_plan(self, etype: str, plan: dict[str, Any], old: dict[str, Any] | None) -> None:
+        # the plan controller writes its status (counts, per-node reasons) often during a rollout;
+        # only what the hold-back reads (see holdback.compute) calls for a DaemonSet sync
+        if etype == "MODIFIED" and old is not None and _holdback_view(plan) == _holdback_view(old):
+            return
         ns = plan["metadata"].get("namespace")
         for obj in (plan, old):
             name = (((obj or {}).get("spec") or {}).get("targetRef") or {}).get("name")
