@@ -151,6 +151,8 @@ def unknown_conditions(node: Obj, *, now: float) -> list[Obj]:
     return out
 
 
+NODE_LEASE_NAMESPACE = "kube-node-lease"  # where kubelets (and the fleet) keep their node Leases
+
 # -- the controller -----------------------------------------------------------------------------------
 
 class NodeLifecycleController:
@@ -168,7 +170,9 @@ class NodeLifecycleController:
         self.clock = clock
         self.nodes = factory.informer("nodes")
         self.pods = factory.informer("pods")
-        self.leases = factory.informer("leases.coordination.k8s.io", "kube-node-lease")
+        # all namespaces, filtered below: the garbage collector's Lease informer is the same one, so
+        # each Lease renewal (500 a second at 5,000 nodes) is watched and decoded once, not twice
+        self.leases = factory.informer("leases.coordination.k8s.io")
         self.node_queue = WorkQueue("nodelifecycle")
         self.evict_queue = WorkQueue("taint-eviction")
         self.recorder = EventRecorder(client, "node-controller")
@@ -220,7 +224,7 @@ class NodeLifecycleController:
             self.evict_queue.add(key)
 
     def _on_lease(self, etype: str, lease: Obj, old: Obj | None) -> None:
-        if etype != "DELETED":
+        if etype != "DELETED" and lease["metadata"].get("namespace") == NODE_LEASE_NAMESPACE:
             self._observe(lease["metadata"]["name"], renew=(lease.get("spec") or {}).get("renewTime"))
 
     def _observe(self, name: str, *, heartbeat: str | None = None, renew: str | None = None) -> None:
