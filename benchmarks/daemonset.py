@@ -197,31 +197,24 @@ async def _measure(server: Server, n: int, rows: list[Row], raw: float, profile_
         def prof(phase: str) -> Path | None:
             return profile_dir / f"daemonset-{n}-{phase}.txt" if profile_dir else None
 
-        try:
-            t, req, cpu = await _phase(server, api, n, lambda: kubectl(server, "create", "-f", "-", input=manifest()),
-                                       timeout=max(300.0, n / 10), profile=prof("converge"))
-        except _Unfinished as exc:
-            rows.append(Row(NAME, f"{n} nodes: create to all available", exc.timeout, "s",
-                            target=("<", CONVERGE_TARGET_S) if big else None, note=exc.note()))
-            return
-        rows.append(Row(NAME, f"{n} nodes: create to all available", t, "s",
-                        target=("<", CONVERGE_TARGET_S) if big else None,
-                        note=f"{n / t:,.0f} pods/s = {n / t / raw:.3f} x raw commits/s"))
-        rows.append(Row(NAME, f"{n} nodes: converge API requests per node", req.total() / n, "req/node",
-                        note=_requests_note(req, n, cpu, t)))
-        try:
-            t, req, cpu = await _phase(server, api, n,
-                                       lambda: kubectl(server, "set", "image", f"ds/{DS_NAME}", "agent=busybox:2"),
-                                       timeout=max(600.0, n / 5), profile=prof("rollout"))
-        except _Unfinished as exc:
-            rows.append(Row(NAME, f"{n} nodes: set image to rolled out", exc.timeout, "s",
-                            target=("<", ROLLOUT_TARGET_S) if big else None, note=exc.note()))
-            return
-        rows.append(Row(NAME, f"{n} nodes: set image to rolled out", t, "s",
-                        target=("<", ROLLOUT_TARGET_S) if big else None,
-                        note=f"{n / t:,.0f} pods replaced/s = {n / t / raw:.3f} x raw commits/s"))
-        rows.append(Row(NAME, f"{n} nodes: rollout API requests per node", req.total() / n, "req/node",
-                        note=_requests_note(req, n, cpu, t)))
+        phases = [  # phase, label, how it starts, timeout, target, what the rate counts
+            ("converge", "create to all available", lambda: kubectl(server, "create", "-f", "-", input=manifest()),
+             max(300.0, n / 10), CONVERGE_TARGET_S, "pods/s"),
+            ("rollout", "set image to rolled out",
+             lambda: kubectl(server, "set", "image", f"ds/{DS_NAME}", "agent=busybox:2"),
+             max(600.0, n / 5), ROLLOUT_TARGET_S, "pods replaced/s"),
+        ]
+        for phase, label, start, timeout, target, rate in phases:
+            try:
+                t, req, cpu = await _phase(server, api, n, start, timeout=timeout, profile=prof(phase))
+            except _Unfinished as exc:
+                rows.append(Row(NAME, f"{n} nodes: {label}", exc.timeout, "s",
+                                target=("<", target) if big else None, note=exc.note()))
+                return
+            rows.append(Row(NAME, f"{n} nodes: {label}", t, "s", target=("<", target) if big else None,
+                            note=f"{n / t:,.0f} {rate} = {n / t / raw:.3f} x raw commits/s"))
+            rows.append(Row(NAME, f"{n} nodes: {phase} API requests per node", req.total() / n, "req/node",
+                            note=_requests_note(req, n, cpu, t)))
     finally:
         await api.close()
 
