@@ -58,6 +58,10 @@ def test_requests_are_counted_and_old_watches_expire(tmp_path: Path, monkeypatch
         api = await _server(tmp_path, monkeypatch)
         try:
             async with Client(runtime.client_config(tmp_path / "kubeconfig"), loopback=api.loopback()) as c:
+                # non-resource endpoints are routed as over HTTPS
+                assert (await c.request("GET", "/version"))["gitVersion"].startswith("v1.32.")
+                assert await c.request("GET", "/readyz") == "ok"
+                assert (await c.request("GET", "/apis"))["kind"] == "APIGroupList"
                 for i in range(10):
                     await c.create("configmaps", {"metadata": {"name": f"m{i}"}, "data": {}}, "default")
                 # the metrics middleware saw them, as it sees HTTPS requests

@@ -143,6 +143,7 @@ class Loopback:
     def __init__(self, server: ApiServer) -> None:
         self.server = server
         self._chain: Handler | None = None
+        self._routes: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _handler(self) -> Handler:
@@ -155,15 +156,12 @@ class Loopback:
         return self._chain
 
     async def _route(self, request: LoopbackRequest) -> web.StreamResponse:
-        s = self.server
-        path = request.path
-        if path in ("/version", "/version/"):
-            return await s.version(request)  # type: ignore[arg-type]
-        if path in ("/healthz", "/livez", "/readyz"):
-            return await s.health(request)  # type: ignore[arg-type]
-        if path in ("/api", "/api/", "/apis", "/apis/"):
-            return await s.discovery(request)  # type: ignore[arg-type]
-        return await s.dispatch(request)  # type: ignore[arg-type]
+        if self._routes is None:
+            self._routes = self.server.exact_get_routes()
+        handler = self._routes.get(request.path) if request.method == "GET" else None
+        if handler is not None:
+            return await handler(request)
+        return await self.server.dispatch(request)  # type: ignore[arg-type]
 
     def _start(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
                body: bytes | None, *, streaming: bool = False

@@ -119,19 +119,22 @@ class ApiServer:
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors_mw, self._auth_mw],
                               client_max_size=4 * 1024 * 1024)
-        app.router.add_get("/version", self.version)
-        app.router.add_get("/version/", self.version)
-        for path in ("/healthz", "/livez", "/readyz"):
-            app.router.add_get(path, self.health)
-        app.router.add_get("/metrics", self.metrics_handler)
-        for path in ("/api", "/api/", "/apis", "/apis/"):
-            app.router.add_get(path, self.discovery)
-        app.router.add_get("/openapi/v2", self.openapi_v2)
-        app.router.add_get("/openapi/v3", self.openapi_v3_index)
+        for path, handler in self.exact_get_routes().items():
+            app.router.add_get(path, handler)
         app.router.add_get("/openapi/v3/{path:.+}", self.openapi_v3_doc)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         gctuning.install(app)  # short GC pauses: freezes long-lived objects after start-up
         return app
+
+    def exact_get_routes(self) -> dict[str, Any]:
+        """The non-resource GET endpoints served at exact paths (the loopback routes by this too)."""
+        routes: dict[str, Any] = {"/version": self.version, "/version/": self.version}
+        routes.update(dict.fromkeys(("/healthz", "/livez", "/readyz"), self.health))
+        routes["/metrics"] = self.metrics_handler
+        routes.update(dict.fromkeys(("/api", "/api/", "/apis", "/apis/"), self.discovery))
+        routes["/openapi/v2"] = self.openapi_v2
+        routes["/openapi/v3"] = self.openapi_v3_index
+        return routes
 
     @web.middleware
     async def _errors_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
