@@ -266,9 +266,8 @@ class NodeLifecycleController:
         now = self.clock()
         # Only nodes silent for longer than the (shorter) grace period or already Unknown need a
         # look: at thousands of healthy nodes a pass is then one comparison per node.
-        suspects = [name for name, (_, _, seen) in self._probe.items() if now - seen > self.grace_period]
-        suspects.extend(n for n in self._unknown if n not in self._probe or now - self._probe[n][2] <= self.grace_period)
-        for name in suspects:
+        silent = {name for name, (_, _, seen) in self._probe.items() if now - seen > self.grace_period}
+        for name in sorted(silent | self._unknown):
             node = self.nodes.get(name)
             if node is None:
                 continue
