@@ -16,7 +16,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBELING = [sys.executable, "-m", "kubeling.cli.main"]
-SHARED = ROOT.parent / "shared"
+# the project's shared material (seed manifests, real node agents' manifests) sits beside the repo;
+# KUBELING_SHARED points elsewhere for a clone that lives somewhere else
+SHARED = Path(os.environ.get("KUBELING_SHARED") or ROOT.parent / "shared")
+
+
+def require_shared() -> Path:
+    """SHARED, or skip the test (with why) in a clone that has no shared material beside it."""
+    if not (SHARED / "manifests").is_dir():
+        pytest.skip(f"{SHARED} (the project's shared manifests) is missing: clone beside it or set KUBELING_SHARED")
+    return SHARED
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import SHARED
+from tests.conftest import require_shared
 
 DS = """\
 apiVersion: apps/v1
@@ -350,7 +350,8 @@ def test_create_namespace_generator(cluster):
 
 
 def _manifests() -> list[Path]:
-    return sorted((SHARED / "real-manifests").glob("*.yaml")) + sorted((SHARED / "manifests").glob("*.yaml"))
+    shared = require_shared()
+    return sorted((shared / "real-manifests").glob("*.yaml")) + sorted((shared / "manifests").glob("*.yaml"))
 
 
 def _has_null(v: object) -> bool:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import require_shared
 
 MASTER_TAINT = "node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"
 
@@ -105,11 +105,12 @@ def test_insufficient_cpu_stays_pending(c) -> None:
 
 
 def test_node_add_and_remove_and_the_seed_node_affinity_pod(c) -> None:
-    c.kubectl("apply", "-f", str(SHARED / "manifests/with-node-affinity.yaml"))
+    shared = require_shared()
+    c.kubectl("apply", "-f", str(shared / "manifests/with-node-affinity.yaml"))
     total = node_count(c)
     msg = c.wait_for(lambda: unschedulable_message(c, "with-node-affinity"), what="pinned pod waits for its node")
     assert msg.startswith(f"0/{total} nodes are available: {total} node(s) didn't satisfy plugin(s) [NodeAffinity].")
-    out = c.kubectl("apply", "-f", str(SHARED / "manifests/node-geektime.yaml"))
+    out = c.kubectl("apply", "-f", str(shared / "manifests/node-geektime.yaml"))
     assert "node/node-geektime created" in out
     c.wait_for(lambda: node_ready(c, "node-geektime"), what="node-geektime Ready")
     # retried on the node event, without waiting for the 5 minute flush
