@@ -421,6 +421,7 @@ def install(server: Any) -> ApiExtensions:
     reg.selectors = server.selectors
     reg.after_write.append(ext.controller.after_write)
     reg.convert = convert
+    reg.may_convert = lambda resource: _custom(resource) is not None
     server.handlers.register_subresource("scale", _scale_handler(server), applies_to=_is_custom)
     server.app.middlewares.append(_deprecation_mw(ext.controller))
     server.app.on_startup.append(ext.controller.load)

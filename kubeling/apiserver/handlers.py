@@ -24,6 +24,7 @@ from kubeling.api import errors
 from kubeling.apiserver import encoding, requestkeys
 from kubeling.apiserver.registry import DeleteOptions, ListOptions, deep_copy, now_rfc3339
 from kubeling.apiserver.requestinfo import RequestInfo
+from kubeling.storage.interface import Event
 
 if TYPE_CHECKING:
     from kubeling.api.catalogue import Resource
@@ -48,7 +49,11 @@ _GO_ESCAPES = ((b"&", b"\\u0026"), (b"<", b"\\u003c"), (b">", b"\\u003e"),
 
 def go_json(body: Any) -> bytes:
     """orjson's encoding with Go's HTML-safe string escapes, as kube-apiserver writes JSON."""
-    data = orjson.dumps(body)
+    return go_escape(orjson.dumps(body))
+
+
+def go_escape(data: bytes) -> bytes:
+    """JSON bytes from orjson with Go's HTML-safe string escapes."""
     for raw, escaped in _GO_ESCAPES:
         if raw in data:
             data = data.replace(raw, escaped)
@@ -303,8 +308,8 @@ class ResourceHandlers:
         patcher = self.server.patcher
         schema_ref = getattr(res, "schema_ref", None)
 
-        def mutate(current: Obj) -> Obj:
-            return patcher.apply_patch(ctype, current, raw, schema_ref=schema_ref)
+        def mutate(current: Obj) -> Obj:  # current: guaranteed_update's private copy
+            return patcher.apply_patch(ctype, current, raw, schema_ref=schema_ref, owned=True)
 
         if ctype not in ("application/json-patch+json", "application/merge-patch+json",
                          "application/strategic-merge-patch+json", "application/apply-patch+yaml"):
@@ -516,7 +521,7 @@ class ResourceHandlers:
         def frame(kind: str, obj: Obj) -> bytes:
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 if plain:
-                    return _FRAMES.frame(kind, obj)  # shared by every watcher of this event
+                    return go_json({"type": kind, "object": obj}) + b"\n"
                 if as_table:
                     table = self.server.tables.to_table(res, [obj], include_object=include)
                     table.setdefault("metadata", {})["resourceVersion"] = obj["metadata"].get("resourceVersion", "")
@@ -535,13 +540,19 @@ class ResourceHandlers:
                        "apiVersion": "meta.k8s.io/v1" if as_meta else res.api_version, "metadata": meta}
             return go_json({"type": "BOOKMARK", "object": obj}) + b"\n"
 
-        def encode(item: tuple[str, Obj]) -> bytes:
+        def encode(item: tuple[str, Obj | Event]) -> bytes:
             nonlocal last_rv
             kind, obj = item
-            if kind == "INITIAL_END":
+            if isinstance(obj, Event):  # a change as the store keeps it
+                last_rv = str(obj.revision)
+                if plain:
+                    return _FRAMES.frame(kind, obj)  # made from the stored bytes, shared by every watcher
+                obj = obj.object
+            elif kind == "INITIAL_END":
                 last_rv = str(obj["revision"])
                 return bookmark(last_rv, True)
-            last_rv = obj["metadata"].get("resourceVersion", last_rv)
+            else:
+                last_rv = obj["metadata"].get("resourceVersion", last_rv)
             return frame(kind, obj)
 
         # A reader task encodes events into ``frames`` as they come; this coroutine writes whatever
@@ -633,25 +644,27 @@ class ResourceHandlers:
 
 
 class _FrameCache:
-    """Watch frames of the newest events, encoded once for all the watchers that send them.
+    """Watch frames of the newest events, made once for all the watchers that send them.
 
-    Keyed by the event object's identity (the store hands every watcher the same read-only
-    dict); an entry keeps its object alive, so an id is never reused while it is cached.
+    Keyed by the store event's identity (the store hands every watcher the same read-only Event);
+    an entry keeps its event alive, so an id is never reused while it is cached. A frame is the
+    stored bytes with the resourceVersion spliced in (Event.json) and Go's escapes, never a decoded
+    and re-encoded object.
     """
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._frames: dict[int, tuple[Obj, str, bytes]] = {}
+        self._frames: dict[int, tuple[Event, str, bytes]] = {}
 
-    def frame(self, kind: str, obj: Obj) -> bytes:
-        hit = self._frames.get(id(obj))
-        if hit is not None and hit[0] is obj and hit[1] == kind:
+    def frame(self, kind: str, ev: Event) -> bytes:
+        hit = self._frames.get(id(ev))
+        if hit is not None and hit[0] is ev and hit[1] == kind:
             return hit[2]
-        data = go_json({"type": kind, "object": obj}) + b"\n"
+        data = b"".join((b'{"type":"', kind.encode(), b'","object":', go_escape(ev.json()), b"}\n"))
         frames = self._frames
         if len(frames) >= self._size:
             del frames[next(iter(frames))]
-        frames[id(obj)] = (obj, kind, data)
+        frames[id(ev)] = (ev, kind, data)
         return data
 
 

@@ -95,6 +95,10 @@ def _same_version(_resource: Resource, obj: Obj) -> Obj:
     return obj
 
 
+def _never(_resource: Resource) -> bool:
+    return False
+
+
 @dataclass(slots=True)
 class ListOptions:
     label_selector: Any = None  # a parsed selector with .matches(labels) or None
@@ -147,6 +151,7 @@ class Registry:
         # serves a stored object through the requested version (custom resources stored in another
         # one); applied wherever an object leaves the registry, and to what a mutation function sees
         self.convert: Converter = _same_version
+        self.may_convert: Callable[[Resource], bool] = _never  # can convert() rewrite this resource's objects?
 
     # ---- keys -------------------------------------------------------------------------------
     @staticmethod
@@ -527,22 +532,30 @@ class Registry:
 
     # ---- watch ------------------------------------------------------------------------------
     async def watch(self, resource: Resource, namespace: str | None, name: str | None,
-                    opts: ListOptions, *, send_initial_events: bool) -> AsyncIterator[tuple[str, Obj]]:
+                    opts: ListOptions, *, send_initial_events: bool) -> AsyncIterator[tuple[str, Obj | st.Event]]:
         """Yield (type, object) watch events, filtered by selectors as upstream does.
 
         An object that starts matching a selector arrives as ADDED, one that stops matching as
         DELETED. Initial events (for resourceVersion "" / "0" or sendInitialEvents) come first;
-        with sendInitialEvents an ("INITIAL_END", {"revision": rv}) marker ends them.
+        with sendInitialEvents an ("INITIAL_END", {"revision": rv}) marker ends them. A change from
+        the store comes as the store's shared, read-only ``Event`` (its ``json()`` needs no
+        decoding) unless the resource's version conversion has to rewrite it.
         """
         events = self._watch(resource, namespace, name, opts, send_initial_events=send_initial_events)
+        converts = self.may_convert(resource)
         try:
             async for kind, obj in events:
-                yield kind, (obj if kind == "INITIAL_END" else self.convert(resource, obj))
+                if kind == "INITIAL_END":
+                    yield kind, obj
+                elif isinstance(obj, st.Event):
+                    yield kind, (self.convert(resource, obj.object) if converts else obj)
+                else:
+                    yield kind, self.convert(resource, obj)
         finally:
             await events.aclose()
 
     async def _watch(self, resource: Resource, namespace: str | None, name: str | None,
-                     opts: ListOptions, *, send_initial_events: bool) -> AsyncIterator[tuple[str, Obj]]:
+                     opts: ListOptions, *, send_initial_events: bool) -> AsyncIterator[tuple[str, Obj | st.Event]]:
         prefix = self.key(resource, namespace, name) if name else self.prefix(resource, namespace)
         if opts.resource_version in ("", "0") or send_initial_events:
             snapshot = await self.store.list(prefix, revision=0)
@@ -560,26 +573,30 @@ class Registry:
                 yield "INITIAL_END", {"revision": start}
         else:
             start = self._parse_rv(opts.resource_version)
+        selects = opts.label_selector is not None or opts.field_selector is not None
         try:
             async for ev in self.store.watch(prefix, revision=start):
                 if name and ev.key != prefix:
                     continue
+                if not selects:  # everything matches: the event's objects need not be decoded
+                    yield ev.type, ev
+                    continue
                 now_match = self._matches(resource, ev.object, opts)
                 if ev.type == "ADDED":
                     if now_match:
-                        yield "ADDED", ev.object
+                        yield "ADDED", ev
                 elif ev.type == "DELETED":
                     before = ev.prev_object if ev.prev_object is not None else ev.object
                     if self._matches(resource, before, opts):
-                        yield "DELETED", ev.object
+                        yield "DELETED", ev
                 else:
                     was = ev.prev_object is None or self._matches(resource, ev.prev_object, opts)
                     if now_match and was:
-                        yield "MODIFIED", ev.object
+                        yield "MODIFIED", ev
                     elif now_match:
-                        yield "ADDED", ev.object
+                        yield "ADDED", ev
                     elif was:
-                        yield "DELETED", ev.object
+                        yield "DELETED", ev
         except st.Compacted as exc:
             raise errors.gone(f"too old resource version: {exc.requested} ({exc.oldest})") from exc
 

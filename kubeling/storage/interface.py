@@ -12,10 +12,10 @@ string) on every object it returns, and strips it before persisting.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
-Obj = dict[str, Any]
+from kubeling.storage.codec import Obj, materialize, stamped_json
 
 
 class StorageError(Exception):
@@ -59,13 +59,45 @@ class ListResult:
     remaining: int = 0  # how many items remain after this page (best effort)
 
 
-@dataclass(slots=True)
 class Event:
-    type: Literal["ADDED", "MODIFIED", "DELETED"]
-    key: str
-    object: Obj  # for DELETED: the last state, with resourceVersion = the deletion revision
-    revision: int
-    prev_object: Obj | None = field(default=None)  # the state before, for MODIFIED/DELETED
+    """One change a watch reports. ``object`` (for DELETED: the last state, with resourceVersion =
+    the deletion revision) and ``prev_object`` (the state before, for MODIFIED/DELETED) are decoded
+    from the stored bytes on first use and then kept: a store hands one Event to every watcher, so
+    they are shared and read-only. ``json()`` is ``object`` as JSON, made without decoding."""
+
+    __slots__ = ("type", "key", "revision", "data", "prev_data", "prev_revision", "_object", "_prev", "_json")
+
+    def __init__(self, type: Literal["ADDED", "MODIFIED", "DELETED"], key: str, revision: int,  # noqa: A002
+                 data: bytes, prev_data: bytes | None = None, prev_revision: int = 0) -> None:
+        self.type = type
+        self.key = key
+        self.revision = revision
+        self.data = data
+        self.prev_data = prev_data
+        self.prev_revision = prev_revision
+        self._object: Obj | None = None
+        self._prev: Obj | None = None
+        self._json: bytes | None = None
+
+    @property
+    def object(self) -> Obj:
+        if self._object is None:
+            self._object = materialize(self.data, self.revision)
+        return self._object
+
+    @property
+    def prev_object(self) -> Obj | None:
+        if self._prev is None and self.prev_data is not None:
+            self._prev = materialize(self.prev_data, self.prev_revision)
+        return self._prev
+
+    def json(self) -> bytes:
+        if self._json is None:
+            self._json = stamped_json(self.data, self.revision)
+        return self._json
+
+    def __repr__(self) -> str:
+        return f"Event({self.type}, {self.key!r}, revision={self.revision})"
 
 
 class Store(Protocol):

@@ -10,7 +10,8 @@ watch from R always line up: nothing is seen twice and nothing is missed.
 
 Objects are kept as the stored JSON bytes (without ``metadata.resourceVersion``)
 and decoded on the way out, so every get and list caller gets its own dict to mutate.
-Watch events are decoded once per change and shared by every watcher (read-only),
+Watch events are made once per change and shared by every watcher (read-only; their objects are
+decoded on first use, and a watcher that sends plain JSON takes the stored bytes instead),
 and ``peek`` serves a shared read-only dict per key and revision (admission's lookups).
 
 Slow watchers: each watcher has a bounded queue. When a commit finds it full the
@@ -57,8 +58,7 @@ class Change:
     event: Event | None = field(default=None, repr=False, compare=False)
 
     def to_event(self) -> Event:
-        prev = materialize(self.prev_data, self.prev_revision) if self.prev_data is not None else None
-        return Event(self.type, self.key, materialize(self.data, self.revision), self.revision, prev)  # type: ignore[arg-type]
+        return Event(self.type, self.key, self.revision, self.data, self.prev_data, self.prev_revision)  # type: ignore[arg-type]
 
 
 class _Watcher:
@@ -152,10 +152,10 @@ class WatchCache:
         return materialize(hit[1], hit[0]) if hit else None
 
     def _shared_event(self, ch: Change) -> Event:
-        """The change as a watch event, decoded once for every watcher (they must not mutate it).
+        """The change as a watch event, made once for every watcher (they must not mutate it).
 
         Only the newest changes keep theirs, so a window of decoded objects never piles up in memory;
-        a watcher far behind decodes its own.
+        a watcher far behind makes its own.
         """
         ev = ch.event
         if ev is None:

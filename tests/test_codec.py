@@ -1,0 +1,67 @@
+"""The stored form of objects (kubeling/storage/codec.py): encode, materialize and the
+resourceVersion spliced into stored bytes, which watch frames are made of."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as hs
+
+from kubeling.storage.codec import encode, materialize, stamped_json
+from kubeling.storage.interface import Event
+
+_text = hs.text(hs.characters(blacklist_categories=("Cs",)), max_size=12)
+_json = hs.recursive(hs.none() | hs.booleans() | hs.integers(-2**53, 2**53) | _text,
+                     lambda inner: hs.lists(inner, max_size=3) | hs.dictionaries(_text, inner, max_size=3),
+                     max_leaves=12)
+
+
+@hs.composite
+def api_objects(draw: Any) -> dict[str, Any]:
+    meta = draw(hs.dictionaries(_text, _json, max_size=4))
+    if draw(hs.booleans()):
+        meta["resourceVersion"] = str(draw(hs.integers(1, 10**9)))
+    obj = {"spec": draw(_json), "metadata": meta}
+    # sometimes apiVersion/kind carry characters only the decoding path can stamp
+    obj["kind"] = draw(hs.sampled_from(["Pod", "Odd\"Kind", "Back\\slash"]))
+    obj["apiVersion"] = draw(hs.sampled_from(["v1", "apps/v1", "x.io/v1alpha1"]))
+    if draw(hs.booleans()):
+        obj = dict(reversed(list(obj.items())))
+    return obj
+
+
+@given(api_objects(), hs.integers(1, 2**62))
+def test_stamped_json_is_the_materialized_object(obj: dict[str, Any], rev: int) -> None:
+    data = encode(obj)
+    assert orjson.loads(stamped_json(data, rev)) == materialize(data, rev)
+    assert "resourceVersion" not in orjson.loads(data)["metadata"]
+
+
+def test_encode_puts_the_head_first_and_leaves_the_callers_dict_alone() -> None:
+    obj = {"spec": {"x": 1}, "metadata": {"name": "a", "resourceVersion": "7"}, "kind": "Pod", "apiVersion": "v1"}
+    before = orjson.dumps(obj)
+    data = encode(obj)
+    assert data == b'{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"x":1}}'
+    assert orjson.dumps(obj) == before
+    assert stamped_json(data, 42) == (b'{"apiVersion":"v1","kind":"Pod","metadata":{"resourceVersion":"42",'
+                                      b'"name":"a"},"spec":{"x":1}}')
+
+
+def test_empty_metadata_is_stamped_without_a_trailing_comma() -> None:
+    data = encode({"apiVersion": "v1", "kind": "Pod", "metadata": {}})
+    assert stamped_json(data, 5) == b'{"apiVersion":"v1","kind":"Pod","metadata":{"resourceVersion":"5"}}'
+
+
+def test_event_decodes_once_and_only_when_asked() -> None:
+    new = encode({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}, "spec": {"v": 2}})
+    old = encode({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}, "spec": {"v": 1}})
+    ev = Event("MODIFIED", "/registry/pods/ns/a", 9, new, old, 8)
+    assert orjson.loads(ev.json()) == {"apiVersion": "v1", "kind": "Pod",
+                                       "metadata": {"name": "a", "resourceVersion": "9"}, "spec": {"v": 2}}
+    assert ev._object is None and ev._prev is None  # json() decoded nothing
+    assert ev.object is ev.object and ev.object["metadata"]["resourceVersion"] == "9"
+    assert ev.prev_object is not None and ev.prev_object["spec"] == {"v": 1}
+    assert ev.prev_object["metadata"]["resourceVersion"] == "8"
+    assert Event("ADDED", "k", 1, new).prev_object is None
