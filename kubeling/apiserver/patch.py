@@ -51,15 +51,19 @@ _MISSING = object()
 
 
 def apply_patch(patch_type: str, original: dict[str, Any], patch: bytes | str, *,
-                schema_ref: str | None = None) -> dict[str, Any]:
+                schema_ref: str | None = None, owned: bool = False) -> dict[str, Any]:
     """Return ``original`` with ``patch`` applied; ``patch_type`` is the request's Content-Type.
 
     ``schema_ref`` names the object's definition (``io.k8s.api.apps.v1.DaemonSet``);
     without a known one (custom resources) strategic merge patch is refused with 415.
+    ``owned``: the caller hands over a private copy, which is patched in place (and left in any
+    state on error) instead of being copied first.
     """
     media = patch_type.split(";", 1)[0].strip().lower()
     if isinstance(patch, str):
         patch = patch.encode()
+    if not owned:
+        original = _clone(original)
     try:
         if media == JSON_PATCH:
             result = _json_patch(original, patch)
@@ -174,7 +178,7 @@ def _json_patch(original: dict[str, Any], data: bytes) -> Any:
     # Upstream decodes any array of objects and fails while applying (unknown op,
     # missing path, failed test): all of those are 422. One op at a time, so the
     # message can name the failing op as evanphx/json-patch does.
-    doc: Any = _clone(original)
+    doc: Any = original
     for op in ops:
         try:
             doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
@@ -217,7 +221,7 @@ def _merge_patch(original: dict[str, Any], data: bytes) -> Any:
         raise bad_request("Invalid JSON Patch")
     if not isinstance(patch, dict):
         return patch  # RFC 7386: a non-object patch replaces the document (then fails to decode)
-    return merge_patch(_clone(original), patch)
+    return merge_patch(original, patch)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -237,8 +241,9 @@ def merge_patch(target: Any, patch: Any) -> Any:
 # --- strategic merge patch --------------------------------------------------
 
 def strategic_merge(original: dict[str, Any], patch: dict[str, Any], node: SchemaNode) -> dict[str, Any]:
-    """Apply a decoded strategic merge patch to a copy of ``original`` (StrategicMergeMapPatch)."""
-    return _merge_map(_clone(original), patch, node)
+    """Apply a decoded strategic merge patch to ``original``, owned and changed in place
+    (StrategicMergeMapPatch)."""
+    return _merge_map(original, patch, node)
 
 
 def _merge_map(original: dict[str, Any], patch: dict[str, Any], node: SchemaNode) -> dict[str, Any]:
@@ -632,7 +637,7 @@ def _apply_yaml(original: dict[str, Any], data: bytes, node: SchemaNode) -> dict
     meta = applied.get("metadata")
     if isinstance(meta, dict):
         meta.pop("managedFields", None)
-    return _apply_merge(_clone(original), applied, node)
+    return _apply_merge(original, applied, node)
 
 
 def _jsonable(value: Any) -> Any:
