@@ -399,6 +399,10 @@ class ResourceHandlers:
         assert info.name is not None
         if not node:
             raise errors.invalid_error("", "Binding", info.name, [errors.required("target.name")])
+        if not isinstance(node, str):
+            go_kind = {bool: "bool", list: "array", dict: "object"}.get(type(node), "number")
+            raise errors.bad_request(f"json: cannot unmarshal {go_kind} into Go struct field "
+                                     "ObjectReference.target.name of type string")
         pods = res
 
         def assign(pod: Obj) -> Obj:
@@ -416,7 +420,8 @@ class ResourceHandlers:
             status["conditions"] = conds
             return pod
 
-        await self.registry.guaranteed_update(pods, info.namespace, info.name, assign, subresource="binding")
+        await self.registry.guaranteed_update(pods, info.namespace, info.name, assign, subresource="binding",
+                                              trusted=True)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                               "code": 201}, 201)
 

@@ -326,7 +326,7 @@ class Registry:
 
     async def _write_update(self, resource: Resource, key: str, old: Obj, new: Obj, *,
                             subresource: str | None, dry_run: bool,
-                            user: dict[str, Any] | None) -> Obj:
+                            user: dict[str, Any] | None, trusted: bool = False) -> Obj:
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
         # fields the client may not change
         for owned in ("uid", "creationTimestamp", "namespace", "deletionTimestamp",
@@ -337,7 +337,9 @@ class Registry:
                 meta.pop(owned, None)
         meta["name"] = old_meta["name"]
         meta.pop("selfLink", None)
-        if subresource == "finalize":
+        if trusted:
+            strategy = None  # the server's own change to a stored object (a binding): written as it is
+        elif subresource == "finalize":
             # only spec.finalizers may change through namespaces/finalize
             finalizers = (new.get("spec") or {}).get("finalizers") or []
             new = deep_copy(old)
@@ -351,13 +353,14 @@ class Registry:
             self.defaults.apply_defaults(resource, new)
             strategy = self.strategies.strategy_for(resource, subresource)
             strategy.prepare_for_update(new, old)
-        if subresource is None:
-            await self.admission.admit_update(resource, new, old, user=user)
-        errs = strategy.validate_update(new, old)
-        if errs:
-            raise errors.invalid_error(resource.group, resource.kind, old_meta["name"], errs)
-        if hasattr(strategy, "canonicalize"):
-            strategy.canonicalize(new)
+        if strategy is not None:
+            if subresource is None:
+                await self.admission.admit_update(resource, new, old, user=user)
+            errs = strategy.validate_update(new, old)
+            if errs:
+                raise errors.invalid_error(resource.group, resource.kind, old_meta["name"], errs)
+            if hasattr(strategy, "canonicalize"):
+                strategy.canonicalize(new)
         if dry_run:
             return new
         if _same(new, old):
@@ -386,8 +389,14 @@ class Registry:
                                 mutate: Callable[[Obj], Obj], *, subresource: str | None = None,
                                 dry_run: bool = False, user: dict[str, Any] | None = None,
                                 field_validation: str = "Strict",
-                                precondition_rv: str | None = None) -> tuple[Obj, list[str]]:
-        """Read, mutate a copy, write; on a storage conflict re-read and retry (patch semantics)."""
+                                precondition_rv: str | None = None,
+                                trusted: bool = False) -> tuple[Obj, list[str]]:
+        """Read, mutate a copy, write; on a storage conflict re-read and retry (patch semantics).
+
+        ``trusted``: ``mutate`` is the server's own well-formed change to the stored object (as
+        upstream's binding, a GuaranteedUpdate straight on storage): no schema walk, defaulting,
+        strategy or validation, which the stored object passed when it was written.
+        """
         key = self.key(resource, namespace, name)
         for _attempt in range(20):
             old, work = await self._read_twice(key)
@@ -407,10 +416,10 @@ class Registry:
                 if wanted != old["metadata"]["resourceVersion"]:
                     raise errors.conflict(resource.group, resource.plural, name, errors.OBJECT_MODIFIED)
             self._check_identity(resource, new, namespace)
-            warnings = self._validate_schema(resource, new, field_validation)
+            warnings = [] if trusted else self._validate_schema(resource, new, field_validation)
             try:
                 written = await self._write_update(resource, key, old, new, subresource=subresource,
-                                                   dry_run=dry_run, user=user)
+                                                   dry_run=dry_run, user=user, trusted=trusted)
             except _StorageConflict:
                 if not pinned:
                     continue  # someone wrote in between: re-read and re-apply the mutation
