@@ -43,8 +43,8 @@ _FIELD_VALIDATION = {"Strict", "Warn", "Ignore"}
 # Go's encoding/json (so kube-apiserver) escapes these in strings; orjson does not. Clients compare
 # bytes of embedded raw JSON (kubectl rollout undo: ControllerRevision data vs its own json.Marshal),
 # so responses must carry Go's escapes. Outside strings JSON never contains these characters.
-_GO_ESCAPES = ((b"&", b"\\u0026"), (b"<", b"\\u003c"), (b">", b"\\u003e"),
-               ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+_GO_ESCAPES = ((b"&", b"\\u0026"), (b"<", b"\\u003c"), (b">", b"\\u003e"))
+_GO_ESCAPES_LS_PS = (("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))  # both start 0xE2
 
 
 def go_json(body: Any) -> bytes:
@@ -57,6 +57,10 @@ def go_escape(data: bytes) -> bytes:
     for raw, escaped in _GO_ESCAPES:
         if raw in data:
             data = data.replace(raw, escaped)
+    if b"\xe2" in data:  # one byte scan instead of two 3-byte searches (each ~5x slower) for U+2028/9
+        for raw, escaped in _GO_ESCAPES_LS_PS:
+            if raw in data:
+                data = data.replace(raw, escaped)
     return data
 
 
