@@ -6,10 +6,13 @@ SqliteStore in a temporary directory, no HTTP) and brackets each measured phase 
 --dump-before=math_lcm``, so each phase becomes one dump holding exactly the instructions executed
 inside it; the phase's label is appended to LABELS once the phase is over (dump N <-> line N).
 
-usage: instructions_worker.py {ops,pieces} N LABELS ROOT
-  ops     N pod creates by 32 concurrent clients, then N lease PUTs, N pod status PUTs, N label
-          patches (the verbs a fleet of nodes and controllers keeps sending)
-  pieces  each stage of one create/update, N times apiece on fresh bodies
+usage: instructions_worker.py {ops,requests,pieces} N LABELS ROOT
+  ops       N pod creates by 32 concurrent clients, then N lease PUTs, N pod status PUTs, N label
+            patches (the verbs a fleet of nodes and controllers keeps sending)
+  requests  the whole request path around the handlers: N pod GETs and N pod creates through the
+            in-process Loopback (the middlewares, request info, routing and metrics `kubeling up`
+            components go through), then N pod GETs over plain HTTP to the aiohttp app
+  pieces    each stage of one create/update, N times apiece on fresh bodies
 ROOT is the tree whose ``kubeling`` is measured (a checkout of another commit compares the two).
 """
 
@@ -87,6 +90,9 @@ class Phases:
             f.write(label + "\n")
 
 
+TOKEN = "bench-token"  # a static token (as pki/tokens.csv holds): what every request authenticates with
+
+
 async def _setup() -> tuple[Any, Any, Any]:
     import orjson  # noqa: F401 - imported before any phase, as every other module
 
@@ -96,7 +102,8 @@ async def _setup() -> tuple[Any, Any, Any]:
 
     store = SqliteStore(os.path.join(tempfile.mkdtemp(prefix="kubeling-ir-"), "state.db"), compact_interval=0)
     await store.start()
-    server = ApiServer(store, tokens={})
+    server = ApiServer(store, tokens={TOKEN: {"name": "bench", "uid": "bench",
+                                              "groups": ["system:masters", "system:authenticated"]}})
     reg = server.registry
     await bootstrap(reg, ca_pem="x")
     cat = server.catalogue
@@ -190,6 +197,90 @@ async def ops(n: int, phases: Phases) -> None:
     await store.close()
 
 
+async def requests(n: int, phases: Phases) -> None:
+    """Pod GETs and creates through the whole request path: what the server spends around the handler
+    (middlewares, authentication, request info, routing, metrics, the loopback's own work)."""
+    import orjson
+
+    from kubeling.apiserver.gctuning import keep_collections_short
+    from kubeling.apiserver.loopback import Loopback
+
+    store, server, reg = await _setup()
+    server.ready = True
+    pods = server.catalogue.lookup("", "v1", "pods")
+    gct = asyncio.get_running_loop().create_task(keep_collections_short())
+    loopback = Loopback(server)
+    headers = {"User-Agent": "kubeling/bench", "Accept": "application/json",
+               "Authorization": f"Bearer {TOKEN}"}
+    post_headers = {**headers, "Content-Type": "application/json"}
+    warm = CONCURRENCY
+    names = [f"g-{i}" for i in range(warm + n)]
+    for name in names:  # the pods the GETs read
+        await reg.create(pods, NAMESPACE, pod_body(name))
+    collection = f"/api/v1/namespaces/{NAMESPACE}/pods"
+
+    async def measure(label: str, fn: Callable[[int], Awaitable[None]]) -> None:
+        await _workers(warm, fn)
+        phases.begin()
+        await _workers(n, fn, warm)
+        phases.end(label)
+
+    async def get(i: int) -> None:
+        status, _, body, _ = await loopback.request("GET", f"{collection}/{names[i]}", params=None,
+                                                    headers=headers, body=None, timeout=None)
+        assert status == 200, body
+
+    await measure("loopback pod GET", get)
+    bodies = [orjson.dumps(pod_body(f"l-{i}")) for i in range(warm + n)]
+
+    async def create(i: int) -> None:
+        status, _, body, _ = await loopback.request("POST", collection, params=None, headers=post_headers,
+                                                    body=bodies[i], timeout=None)
+        assert status == 201, body
+
+    await measure("loopback pod create", create)
+    await _http_gets(server, names, measure)
+    await loopback.close()
+    gct.cancel()
+    await store.close()
+
+
+async def _http_gets(server: Any, names: list[str],
+                     measure: Callable[[str, Callable[[int], Awaitable[None]]], Awaitable[None]]) -> None:
+    """Pod GETs over HTTP/1.1 keep-alive (no TLS) to the aiohttp app, one connection per client; the
+    client is a few lines on asyncio streams, so the count is mostly the server's."""
+    from aiohttp import web
+
+    runner = web.AppRunner(server.app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    free: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(i: int) -> None:
+        if free:
+            conn = free.pop()
+        else:
+            conn = await asyncio.open_connection("127.0.0.1", port)
+            conns.append(conn)
+        reader, writer = conn
+        writer.write(f"GET /api/v1/namespaces/{NAMESPACE}/pods/{names[i]} HTTP/1.1\r\nHost: bench\r\n"
+                     f"User-Agent: kubeling/bench\r\nAccept: application/json\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        await reader.readexactly(length)
+        free.append(conn)
+
+    await measure("HTTP pod GET (no TLS)", get)
+    for _, writer in conns:
+        writer.close()
+    await runner.cleanup()
+
+
 async def pieces(n: int, phases: Phases) -> None:
     """Each stage of the write path alone, on fresh copies of a body (prepared outside the bracket)."""
     import orjson
@@ -255,7 +346,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     phases = Phases(labels)
-    asyncio.run({"ops": ops, "pieces": pieces}[mode](n, phases))
+    asyncio.run({"ops": ops, "requests": requests, "pieces": pieces}[mode](n, phases))
 
 
 if __name__ == "__main__":

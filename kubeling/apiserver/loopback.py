@@ -8,6 +8,11 @@ bodies in and out (so a component never shares a mutable object with the server)
 the wire: TLS, HTTP framing and parsing, the kernel's socket buffers, and a task per request on
 each side, which for a `kubeling up` at thousands of nodes is most of the CPU a request costs.
 
+Cancellation is as over HTTP: a caller that gives up (cancelled, timed out) does not cut the
+server's work in half. A write is served in a task of its own, which the caller's cancellation does
+not reach (as asyncio.shield, with one future and no callbacks of its own); a read (GET) changes
+nothing a caller could cut, so it is served in the caller's own task, without a task of its own.
+
 A component started as its own process (`kubeling controller-manager`, `kubeling nodes`, ...) uses
 HTTPS as before; the component code does not know which one it has.
 """
@@ -16,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -28,6 +35,8 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Any], Awaitable[web.StreamResponse]]
 _END = object()  # queued after a watch stream's last chunk
+# match_info of every request (read-only, so one serves all): the loopback's routes take no parameters
+_NO_MATCH: Mapping[str, str] = MappingProxyType({})
 
 
 class _Body:
@@ -56,36 +65,51 @@ class _Query(dict[str, str]):
     and every value for getall. Lighter than a MultiDict for the one or two parameters a
     component's request carries."""
 
-    __slots__ = ("_all",)
+    __slots__ = ("_pairs",)
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        super().__init__()
-        self._all: dict[str, list[str]] = {}
+        self._pairs = pairs
         for k, v in pairs:
             self.setdefault(k, v)
-            self._all.setdefault(k, []).append(v)
 
     def getall(self, key: str, default: Any = ...) -> list[str]:
-        if key in self._all:
-            return list(self._all[key])
+        values = [v for k, v in self._pairs if k == key]
+        if values:
+            return values
         if default is ...:
             raise KeyError(key)
         return default
 
 
-class _Headers(dict[str, str]):
-    """Request headers with case-insensitive get (the client's headers, keyed lower-case)."""
+_MISSING = object()
 
-    __slots__ = ()
+
+class _Headers(dict[str, str]):
+    """Request headers with case-insensitive look-ups. Kept as the client spelled them: both sides
+    spell them canonically (``Accept``, ``Content-Type``), so a look-up is one dict get; another
+    spelling goes through a lower-cased copy, made on the first such look-up."""
+
+    __slots__ = ("_lower",)
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__(headers)
+        self._lower: dict[str, str] | None = None
+
+    def _folded(self) -> dict[str, str]:
+        if self._lower is None:
+            self._lower = {k.lower(): v for k, v in self.items()}
+        return self._lower
 
     def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return dict.get(self, key.lower(), default)
+        value = dict.get(self, key, _MISSING)
+        return self._folded().get(key.lower(), default) if value is _MISSING else value
 
     def __getitem__(self, key: str) -> str:
-        return dict.__getitem__(self, key.lower())
+        value = dict.get(self, key, _MISSING)
+        return self._folded()[key.lower()] if value is _MISSING else value  # type: ignore[return-value]
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and dict.__contains__(self, key.lower())
+        return isinstance(key, str) and (dict.__contains__(self, key) or key.lower() in self._folded())
 
 
 class LoopbackStream:
@@ -118,6 +142,9 @@ class LoopbackRequest(dict[str, Any]):
     """The parts of aiohttp's web.Request the middlewares and handlers read (a dict, as a Request
     is a mapping for per-request values such as the user and the resource)."""
 
+    __slots__ = ("method", "path", "query", "headers", "body", "content", "content_length", "host",
+                 "match_info", "stream")
+
     def __init__(self, method: str, path: str, query: _Query, headers: _Headers,
                  body: bytes, *, streaming: bool = False) -> None:
         super().__init__()
@@ -125,11 +152,16 @@ class LoopbackRequest(dict[str, Any]):
         self.path = path
         self.query = query
         self.headers = headers
+        self.body = body
         self.content = _Body(body)
         self.content_length = len(body) if body else None
         self.host = "loopback"
-        self.match_info: dict[str, str] = {}
+        self.match_info = _NO_MATCH
         self.stream = LoopbackStream() if streaming else None
+
+    async def read(self) -> bytes:
+        """The whole body, as aiohttp's Request.read (the TokenRequest handler reads it so)."""
+        return self.body
 
     def make_stream_response(self) -> LoopbackStream:
         if self.stream is None:
@@ -144,14 +176,16 @@ class Loopback:
         self.server = server
         self._chain: Handler | None = None
         self._routes: dict[str, Any] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # the watches' tasks
+        self._writes: dict[asyncio.Future[web.StreamResponse], asyncio.Task[None]] = {}  # answer -> task
 
     def _handler(self) -> Handler:
-        # built on first use: apiextensions appends its middleware after the server is made
+        # as the app's routes: the server's request middleware around the handler, and aiohttp
+        # middlewares, if any, around that (built on first use: the app is complete by then)
         if self._chain is None:
-            handler: Handler = self._route
+            handler: Handler = self.server.serving(self._route)
             for mw in reversed(self.server.app.middlewares):
-                handler = _bind(mw, handler)
+                handler = functools.partial(mw, handler=handler)  # as aiohttp binds them: no frame of its own
             self._chain = handler
         return self._chain
 
@@ -163,17 +197,19 @@ class Loopback:
             return await handler(request)
         return await self.server.dispatch(request)  # type: ignore[arg-type]
 
-    def _start(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
-               body: bytes | None, *, streaming: bool = False
-               ) -> tuple[LoopbackRequest, asyncio.Task[web.StreamResponse]]:
+    @staticmethod
+    def _request(method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
+                 body: bytes | None, *, streaming: bool = False) -> LoopbackRequest:
         path, _, qs = path.partition("?")
         pairs = parse_qsl(qs, keep_blank_values=True) if qs else []
         if params:
             pairs.extend(params.items())
-        request = LoopbackRequest(method, path, _Query(pairs), _Headers((k.lower(), v) for k, v in headers.items()),
-                                  body or b"", streaming=streaming)
-        # its own task, as a request served over HTTP: a caller that gives up (cancelled, timed
-        # out) does not cut a write in half
+        return LoopbackRequest(method, path, _Query(pairs), _Headers(headers), body or b"", streaming=streaming)
+
+    def _start(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
+               body: bytes | None, *, streaming: bool = False
+               ) -> tuple[LoopbackRequest, asyncio.Task[web.StreamResponse]]:
+        request = self._request(method, path, params, headers, body, streaming=streaming)
         task = asyncio.ensure_future(self._serve(request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -185,17 +221,47 @@ class Loopback:
         except web.HTTPException as exc:  # as aiohttp answers a raised one (a redirect, 413, ...)
             return exc
 
+    def _spawn(self, request: LoopbackRequest) -> asyncio.Future[web.StreamResponse]:
+        """Serve ``request`` in a task of its own; the future returned gets the answer. Cancelling
+        that future (the caller gives up) leaves the task running, as over HTTP."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[web.StreamResponse] = loop.create_future()
+        self._writes[answer] = loop.create_task(self._serve_into(request, answer))
+        return answer
+
+    async def _serve_into(self, request: LoopbackRequest, answer: asyncio.Future[web.StreamResponse]) -> None:
+        try:
+            resp = await self._serve(request)
+        except asyncio.CancelledError:  # close(): the caller stops waiting too
+            answer.cancel()
+            raise
+        except BaseException as exc:
+            if not answer.done():
+                answer.set_exception(exc)
+            raise
+        else:
+            if not answer.done():  # else the caller gave up: the answer is nobody's
+                answer.set_result(resp)
+        finally:
+            self._writes.pop(answer, None)
+
     async def request(self, method: str, path: str, *, params: dict[str, str] | None, headers: dict[str, str],
                       body: bytes | None, timeout: float | None) -> tuple[int, str, bytes, CIMultiDict[str]]:
         """One request: status, content type, body, headers. ``timeout``: seconds, or None (no
         network can stall a loopback request, so callers pass one only when they mean a deadline)."""
-        _, task = self._start(method, path, params, headers, body)
-        if timeout is None:
-            resp = await asyncio.shield(task)
+        request = self._request(method, path, params, headers, body)
+        if method == "GET":  # a read: in the caller's task (see the module's docstring)
+            if timeout is None:
+                resp = await self._serve(request)
+            else:
+                async with asyncio.timeout(timeout):
+                    resp = await self._serve(request)
+        elif timeout is None:
+            resp = await self._spawn(request)
         else:
             async with asyncio.timeout(timeout):
-                resp = await asyncio.shield(task)
-        return resp.status, resp.content_type or "", _body_bytes(resp), resp.headers  # type: ignore[return-value]
+                resp = await self._spawn(request)
+        return resp.status, _content_type(resp), _body_bytes(resp), resp.headers  # type: ignore[return-value]
 
     async def stream(self, path: str, *, params: dict[str, str] | None,
                      headers: dict[str, str]) -> AsyncIterator[bytes]:
@@ -228,11 +294,16 @@ class Loopback:
                     await task
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        writes = list(self._writes.items())
+        tasks = list(self._tasks) + [task for _, task in writes]
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
+        for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        for answer, _ in writes:  # a task cancelled before it started never answered
+            answer.cancel()
+        self._writes.clear()
 
 
 class LoopbackError(Exception):
@@ -244,11 +315,14 @@ class LoopbackError(Exception):
         self.body = body
 
 
-def _bind(mw: Any, handler: Handler) -> Handler:
-    async def call(request: Any) -> web.StreamResponse:
-        return await mw(request, handler)
+# Content-Type values that are their own media type (no parameters, lower case): no parsing needed
+_PLAIN_TYPES = frozenset({"application/json", "text/plain", "application/vnd.kubernetes.protobuf"})
 
-    return call
+
+def _content_type(resp: web.StreamResponse) -> str:
+    """resp.content_type, without aiohttp parsing the header when it holds just the media type."""
+    raw = resp.headers.get("Content-Type")
+    return raw if raw in _PLAIN_TYPES else resp.content_type or ""  # type: ignore[return-value]
 
 
 def _body_bytes(resp: web.StreamResponse) -> bytes:

@@ -6,9 +6,11 @@ catch-all that parses upstream's RequestInfo and dispatches by verb.
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ VERSION_INFO = {
     "platform": "linux/amd64",
 }
 ANONYMOUS_PATHS = {"/livez", "/readyz", "/healthz", "/version", "/version/"}
+_STATIC_USERS_LIMIT = 1024  # Authorization headers remembered; past it, the rest are parsed each time
 
 
 class Metrics:
@@ -41,34 +44,19 @@ class Metrics:
 
     def __init__(self) -> None:
         # imported here: prometheus_client is ~25 ms of start-up that only /metrics and requests need
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Gauge
+
+        from kubeling.apiserver.metrics import RequestMetrics
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("apiserver_request_total", "Counter of apiserver requests",
-                                ["verb", "group", "version", "resource", "subresource", "code"],
-                                registry=self.registry)
-        self.latency = Histogram("apiserver_request_duration_seconds", "Response latency distribution",
-                                 ["verb", "group", "version", "resource", "subresource"],
-                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60),
-                                 registry=self.registry)
+        # apiserver_request_total and apiserver_request_duration_seconds: counted by every request
+        self.requests = RequestMetrics((.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
+        self.registry.register(self.requests)
         self.watchers = Gauge("apiserver_registered_watchers", "Number of currently registered watchers",
                               ["group", "kind"], registry=self.registry)
         self.storage_objects = Gauge("apiserver_storage_objects", "Number of stored objects",
                                      ["resource"], registry=self.registry)
-        # labels() builds and checks a key per call; every request would pay that twice
-        self._children: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-
-    def observe(self, verb: str, res: Any, sub: str, code: int, seconds: float | None) -> None:
-        """Count a request (and its latency unless ``seconds`` is None, as for watches)."""
-        key = (verb, res.group, res.version, res.plural, sub, code)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.requests.labels(verb, res.group, res.version, res.plural, sub, str(code)),
-                None if seconds is None else self.latency.labels(verb, res.group, res.version, res.plural, sub))
-        children[0].inc()
-        if seconds is not None and children[1] is not None:
-            children[1].observe(seconds)
+        self.observe = self.requests.observe  # (verb, resource, subresource, code, seconds or None)
 
     def watchers_inc(self, res: Any) -> None:
         self.watchers.labels(res.group, res.kind).inc()
@@ -102,6 +90,11 @@ class ApiServer:
         self.registry.admission = Admission(self.registry, self.catalogue)
         self.handlers = ResourceHandlers(self)
         self.ready = False
+        # Authorization header -> user, for static tokens: the file is read once at start-up (as
+        # upstream's --token-auth-file), so a header once matched always means the same user
+        self._static_users: dict[str, dict[str, Any]] = {}
+        # called with (request, response) on every answer a handler returned (apiextensions' warnings)
+        self.response_hooks: list[Callable[[Any, web.StreamResponse], None]] = []
         self.app = self._build_app()
         from kubeling.apiextensions.wiring import install  # CRDs and admission webhooks
 
@@ -117,14 +110,21 @@ class ApiServer:
 
     # ---- app --------------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors_mw, self._auth_mw],
-                              client_max_size=4 * 1024 * 1024)
+        # no aiohttp middlewares: each route's handler is wrapped in _serve_mw instead (see serving())
+        app = web.Application(client_max_size=4 * 1024 * 1024)
         for path, handler in self.exact_get_routes().items():
-            app.router.add_get(path, handler)
-        app.router.add_get("/openapi/v3/{path:.+}", self.openapi_v3_doc)
-        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+            app.router.add_get(path, self.serving(handler))
+        app.router.add_get("/openapi/v3/{path:.+}", self.serving(self.openapi_v3_doc))
+        app.router.add_route("*", "/{tail:.*}", self.serving(self.dispatch))
         gctuning.install(app)  # short GC pauses: freezes long-lived objects after start-up
         return app
+
+    def serving(self, handler: Any) -> Any:
+        """``handler`` behind _serve_mw, as a middleware would put it, bound once rather than per
+        request (an app with middlewares makes aiohttp build the chain and add a frame of its own to
+        every request). Every route has it, the catch-all too, so no request goes without; the
+        loopback serves through it as well. Extensions add response_hooks, not aiohttp middlewares."""
+        return functools.partial(self._serve_mw, handler=handler)
 
     def exact_get_routes(self) -> dict[str, Any]:
         """The non-resource GET endpoints served at exact paths (the loopback routes by this too)."""
@@ -136,12 +136,18 @@ class ApiServer:
         routes["/openapi/v3"] = self.openapi_v3_index
         return routes
 
-    @web.middleware
-    async def _errors_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _serve_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Everything a request goes through around its handler, in one middleware (one frame per
+        request, not three): authentication, the response hooks, errors as metav1.Status, metrics."""
         start = time.perf_counter()
         code = 500
         try:
+            if request.path not in ANONYMOUS_PATHS:
+                user = self._static_users.get(request.headers.get("Authorization", ""))
+                request[requestkeys.USER] = user if user is not None else await self._authenticate(request)
             resp = await handler(request)
+            for hook in self.response_hooks:
+                hook(request, resp)
             code = resp.status
             return resp
         except errors.StatusError as exc:
@@ -164,17 +170,19 @@ class ApiServer:
                 self.metrics.observe(verb, res, sub, code,
                                      None if verb == "WATCH" else time.perf_counter() - start)
 
-    @web.middleware
-    async def _auth_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path in ANONYMOUS_PATHS:
-            return await handler(request)
+    async def _authenticate(self, request: web.Request) -> dict[str, Any]:
+        """The user of the request's bearer token (a static one or a ServiceAccount JWT); else 401."""
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             token = auth[7:].strip()
-            user = self.tokens.get(token) or await self.sa_tokens.authenticate(token)
+            user = self.tokens.get(token)
             if user is not None:
-                request[requestkeys.USER] = user
-                return await handler(request)
+                if len(self._static_users) < _STATIC_USERS_LIMIT:
+                    self._static_users[auth] = user
+                return user
+            user = await self.sa_tokens.authenticate(token)
+            if user is not None:
+                return user
         raise errors.unauthorized()
 
     # ---- non-resource endpoints -------------------------------------------------------------

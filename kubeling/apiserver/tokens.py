@@ -68,7 +68,9 @@ class ServiceAccountTokens:
         self._key: rsa.RSAPrivateKey | None = None
         self._kid = ""
         self._lock = asyncio.Lock()
-        self._verified: dict[str, Obj] = {}  # token -> claims, so a hot client costs one dict lookup
+        # token -> (expiry, its account's storage key, the account's uid, the user): a hot client's
+        # token is verified once, then costs a dict look-up and the account's read
+        self._verified: dict[str, tuple[int, str, str, dict[str, Any]]] = {}
 
     # ---- the signing key --------------------------------------------------------------------
     async def _signing_key(self) -> rsa.RSAPrivateKey:
@@ -123,23 +125,27 @@ class ServiceAccountTokens:
         """The ServiceAccount user for a valid, unexpired token whose account still exists; else None."""
         if token.count(".") != 2:
             return None
-        claims = self._verified.get(token)
-        if claims is None:
+        known = self._verified.get(token)
+        if known is None:
             claims = await self._verify(token)
             if claims is None:
                 return None
+            private = claims["kubernetes.io"]
+            ns, name = private["namespace"], private["serviceaccount"]["name"]
+            uid = private["serviceaccount"]["uid"]
+            # what every later request with this token needs: expiry, the account's key and uid, the user
+            known = (claims["exp"], f"/registry/serviceaccounts/{ns}/{name}", uid, sa_user(ns, name, uid))
             if len(self._verified) >= _CACHE_LIMIT:
                 self._verified.clear()
-            self._verified[token] = claims
-        if claims["exp"] <= time.time():
+            self._verified[token] = known
+        exp, key, uid, user = known
+        if exp <= time.time():
             self._verified.pop(token, None)
             return None
-        private = claims["kubernetes.io"]
-        ns, name, uid = private["namespace"], private["serviceaccount"]["name"], private["serviceaccount"]["uid"]
-        sa = await self.server.store.get(f"/registry/serviceaccounts/{ns}/{name}")
+        sa = await self.server.store.get(key)  # deleting (or recreating) the account revokes its tokens
         if sa is None or sa["metadata"].get("uid") != uid or sa["metadata"].get("deletionTimestamp"):
             return None
-        return sa_user(ns, name, uid)
+        return user
 
     async def _verify(self, token: str) -> Obj | None:
         try:
