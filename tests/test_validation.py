@@ -10,7 +10,7 @@ import pytest
 from kubeling.api import schema
 from kubeling.api.defaults import apply_defaults
 from kubeling.api.errors import invalid_error
-from kubeling.api.strategies import strategy_for
+from kubeling.api.strategies import POD_UPDATE_MSG, strategy_for
 from kubeling.api.validation.pod import pod_qos_class
 
 DS = ("apps", "v1", "DaemonSet")
@@ -382,3 +382,184 @@ def test_name_immutable_and_invalid_error_message():
 def test_qos(resources, qos):
     p = {"spec": {"containers": [{"name": f"c{i}", "resources": r} for i, r in enumerate(resources)]}}
     assert pod_qos_class(p) == qos
+
+
+# ---- update shortcuts: what an update leaves as stored is not validated again ----------------
+
+def _running_pod() -> tuple[Any, dict[str, Any]]:
+    s, old = _created(POD, pod())
+    old["metadata"].update(uid="u-1", resourceVersion="7", creationTimestamp="2024-01-01T00:00:00Z")
+    old["spec"]["nodeName"] = "node-1"
+    old["spec"]["tolerations"] = [
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]
+    old["status"] = {"phase": "Running"}
+    assert s.validate(old) == []
+    return s, old
+
+
+def test_pod_update_unchanged_spec_and_metadata_passes():
+    s, old = _running_pod()
+    assert s.validate_update(copy.deepcopy(old), old) == []
+    shared = copy.deepcopy(old)
+    shared["spec"] = old["spec"]  # as a status write leaves it
+    assert s.validate_update(shared, old) == []
+
+
+def test_pod_update_spec_change_still_fully_validated():
+    s, old = _running_pod()
+    new = copy.deepcopy(old)  # metadata unchanged: only the spec's rules can say something
+    new["spec"]["containers"][0]["image"] = ""
+    new["spec"]["tolerations"].append({"key": "a/b/c", "operator": "Exists"})
+    assert [str(e) for e in s.validate_update(new, old)] == [
+        "spec.containers[0].image: Required value",
+        'spec.tolerations[1].key: Invalid value: "a/b/c": a qualified name must consist of alphanumeric '
+        "characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  "
+        "or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') "
+        "with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
+    new = copy.deepcopy(old)
+    new["spec"]["restartPolicy"] = "Sometimes"
+    assert [str(e) for e in s.validate_update(new, old)] == [
+        'spec.restartPolicy: Unsupported value: "Sometimes": supported values: "Always", "OnFailure", "Never"',
+        "spec: Forbidden: " + POD_UPDATE_MSG]
+
+
+def test_pod_update_metadata_change_validated_with_spec_unchanged():
+    s, old = _running_pod()
+    new = copy.deepcopy(old)
+    new["metadata"]["labels"] = {"app": "bad value"}
+    new["metadata"]["resourceVersion"] = "6"
+    msgs = [str(e) for e in s.validate_update(new, old)]
+    assert len(msgs) == 1 and msgs[0].startswith('metadata.labels: Invalid value: "bad value": a valid label must')
+    new = copy.deepcopy(old)
+    new["metadata"]["uid"] = "u-2"
+    assert [str(e) for e in s.validate_update(new, old)] == ['metadata.uid: Invalid value: "u-2": field is immutable']
+    new = copy.deepcopy(old)
+    del new["metadata"]["resourceVersion"]  # a PUT without one: the same metadata
+    assert s.validate_update(new, old) == []
+
+
+def test_pod_status_update_with_invalid_status_rejected():
+    s, old = _running_pod()
+    ss = strategy_for(POD, "status")
+    new = copy.deepcopy(old)
+    new["status"] = {"phase": "Bogus"}
+    ss.prepare_for_update(new, old)
+    assert [str(e) for e in ss.validate_update(new, old)] == [
+        'status.phase: Unsupported value: "Bogus": supported values: "Pending", "Running", "Succeeded", '
+        '"Failed", "Unknown"']
+    new["status"] = {"phase": "Succeeded"}
+    assert ss.validate_update(new, old) == []
+
+
+def test_daemonset_update_template_change_validated():
+    s, old = _created(DS, ds())
+    new = copy.deepcopy(old)
+    new["spec"]["template"]["spec"]["restartPolicy"] = "Never"
+    assert [str(e) for e in s.validate_update(new, old)] == [
+        'spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always"']
+    assert s.validate_update(copy.deepcopy(old), old) == []
+
+
+def test_lease_renewal_validated():
+    res = ("coordination.k8s.io", "v1", "Lease")
+    s, old = _created(res, {"metadata": {"name": "node-1", "namespace": "kube-node-lease"},
+                            "spec": {"holderIdentity": "node-1", "leaseDurationSeconds": 40}})
+    new = copy.deepcopy(old)
+    new["spec"]["renewTime"] = "2024-01-01T00:00:10.000000Z"
+    assert s.validate_update(new, old) == []
+    new["spec"]["leaseDurationSeconds"] = 0
+    new["spec"]["leaseTransitions"] = -1
+    assert [str(e) for e in s.validate_update(new, old)] == [
+        "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0",
+        "spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0"]
+
+
+# ---- first passes: each accepts only what the full check accepts, and leaves its errors to it -------
+
+DS_POD_AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}]}}}
+
+
+def test_daemonset_pod_validates_clean():
+    obj = pod()
+    obj["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": "u",
+                                           "controller": True, "blockOwnerDeletion": True}]
+    obj["spec"]["affinity"] = copy.deepcopy(DS_POD_AFFINITY)
+    obj["spec"]["volumes"] = [{"name": "kube-api-access-x1y2z", "projected": {"defaultMode": 420, "sources": []}}]
+    obj["spec"]["containers"][0]["volumeMounts"] = [{"name": "kube-api-access-x1y2z", "mountPath": "/var/run"}]
+    assert _messages(POD, obj) == []
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("spec.affinity", {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a", "b"]}]}]}}},
+     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0]"
+     ".values: Required value: must be only one value when `operator` is 'In' or 'NotIn' for node field selector"),
+    ("spec.affinity", {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "k", "operator": "Gt", "values": ["1", "2"]}]}]}}},
+     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+     ".matchExpressions[0].values: Required value: must be specified single value when `operator` is 'Lt' or 'Gt'"),
+    ("metadata.ownerReferences", [{"apiVersion": "v1", "kind": "K", "name": "a", "uid": "1", "controller": True},
+                                  {"apiVersion": "v1", "kind": "K", "name": "b", "uid": "2", "controller": True}],
+     'metadata.ownerReferences: Invalid value: []v1.OwnerReference{...}: Only one reference can have Controller '
+     'set to true. Found "true" in references for K/a, K/b'),
+    ("metadata.ownerReferences", [{"apiVersion": "v1", "kind": "K", "name": "a"}],
+     'metadata.ownerReferences[0].uid: Invalid value: "": uid must not be empty'),
+    ("spec.tolerations", [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5},
+                          {"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}],
+     "spec.tolerations[1].effect: Invalid value: \"NoSchedule\": effect must be 'NoExecute' when "
+     "`tolerationSeconds` is set"),
+    ("spec.volumes", [{"name": "v", "emptyDir": {}}, {"name": "w", "secret": {"defaultMode": 512}}],
+     "spec.volumes[1].secret.defaultMode: Invalid value: 512: must be a number between 0 and 0777 (octal), "
+     "both inclusive"),
+    ("spec.containers.0.volumeMounts", [{"name": "v", "mountPath": "/x"}, {"name": "v", "mountPath": "/x"}],
+     "spec.containers[0].volumeMounts[1].name: Not found: \"v\""),
+    ("spec.nodeName", "Node_1", 'spec.nodeName: Invalid value: "Node_1": a lowercase RFC 1123 subdomain'),
+    ("spec.nodeSelector", {"kubernetes.io/os": "linux", "a/b/c": "x"},
+     'spec.nodeSelector: Invalid value: "a/b/c": a qualified name must consist'),
+])
+def test_first_pass_leaves_errors_to_full_check(path, value, message):
+    msgs = _messages(POD, _set(pod(), path, value))
+    assert any(m.startswith(message) for m in msgs), msgs
+
+
+def test_first_passes_accept_only_what_full_checks_accept():
+    import random
+
+    from kubeling.api.validation import meta as vmeta
+    from kubeling.api.validation import pod as vpod
+
+    rng = random.Random(5)
+    strings = ["a", "", "a/b/c", "kubernetes.io/hostname", "Bad Key", "x" * 64, "example.com/a", "A", "-a", "n-1"]
+
+    def maybe(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if rng.random() < 0.85}
+
+    def term() -> dict[str, Any]:
+        return maybe({"matchExpressions": [maybe({"key": rng.choice(strings), "values": rng.choice([[], ["a"], ["1", "2"]]),
+                                                  "operator": rng.choice(["In", "NotIn", "Exists", "Gt", "Foo"])})],
+                      "matchFields": [maybe({"key": rng.choice(["metadata.name", "x"]), "values": rng.choice([["a"], []]),
+                                             "operator": rng.choice(["In", "Exists"])})]})
+
+    for _ in range(3000):
+        aff = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term()]}}}
+        if vpod._plain_node_affinity(aff):
+            assert vpod.validate_affinity(aff, "a") == []
+        tols = [maybe({"key": rng.choice(strings), "operator": rng.choice(["Exists", "Equal", "", "Foo"]),
+                       "value": rng.choice(["", "v", "bad value"]), "effect": rng.choice(["NoExecute", "NoSchedule", "X"]),
+                       "tolerationSeconds": 300}) for _ in range(2)]
+        if vpod._plain_tolerations(tols):
+            assert vpod.validate_tolerations(tols, "t") == []
+        vols = [maybe({"name": rng.choice(["v", "w", "", "V_1"]), rng.choice(["secret", "hostPath", "nfs"]): rng.choice(
+            [{}, {"defaultMode": rng.choice([420, 512])}, {"path": rng.choice(["", "/x"])}]),
+            rng.choice(["emptyDir", "configMap"]): rng.choice([None, {}])}) for _ in range(2)]
+        names = vpod._plain_volume_names(vols)
+        if names is not None:
+            assert vpod._volumes(vols, "v") == ([], names)
+        refs = [maybe({"apiVersion": "v1", "kind": "K", "name": "n", "uid": rng.choice(["u", ""]),
+                       "controller": rng.choice([True, False])}) for _ in range(2)]
+        if vmeta._plain_owner_references(refs):
+            assert vmeta._owner_references(refs, "o") == []
+        labels = {rng.choice(strings): rng.choice(strings + ["bad value"])}
+        if vmeta.plain_labels(labels):
+            assert vmeta.validate_labels(labels, "l") == []

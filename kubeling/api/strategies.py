@@ -83,6 +83,9 @@ class Strategy:
         self.update_validator = update_validator
         self.has_status = has_status
         self.uses_generation = self.kind in GENERATION_KINDS
+        # rules that read nothing but the spec may skip an update that leaves it as stored
+        self._spec_only_rules = validator in _SPEC_ONLY_RULES and (
+            update_validator is None or update_validator in _SPEC_ONLY_RULES)
         # looked up once, not on every write: the per-kind hooks and the empty status's shape
         self._create_hook: Callable[[Obj], None] | None = getattr(self, f"_create_{self.kind}", None)
         self._update_hook: Callable[[Obj, Obj], None] | None = getattr(self, f"_update_{self.kind}", None)
@@ -182,17 +185,32 @@ class Strategy:
         return errs
 
     def validate_update(self, new: Obj, old: Obj) -> list[FieldError]:
-        errs = vmeta.validate_object_meta_update(new, old)
-        if _same_metadata(new, old):
-            # the stored metadata passed these checks when it was written, and they depend on nothing
-            # else: unchanged (a Lease renewal, most status and spec updates), it passes again
-            if self.validator is not None:
-                errs.extend(self.validator(new))
+        nm = new.get("metadata")
+        if type(nm) is dict and nm == old.get("metadata"):
+            # metadata sent back as read (a Lease renewal, a kubelet's status PUT): nothing immutable
+            # changed, and the stored metadata passed validation when it was written
+            errs: list[FieldError] = []
         else:
-            errs.extend(self.validate(new))
+            errs = vmeta.validate_object_meta_update(new, old)
+            if not _same_metadata(new, old):  # unchanged metadata passes again, as above
+                errs.extend(vmeta.validate_object_meta(new, namespaced=self.namespaced, name_fn=self.name_fn))
+        if self.validator is None and self.update_validator is None:
+            return errs
+        if self._spec_only_rules and _same_spec(new, old):
+            # the kind's rules read only the spec, and this one is the stored one: it passed them when
+            # it was written, and the update rules find nothing in a spec that did not change
+            return errs
+        if self.validator is not None:
+            errs.extend(self.validator(new))
         if self.update_validator is not None:
             errs.extend(self.update_validator(new, old))
         return errs
+
+
+def _same_spec(new: Obj, old: Obj) -> bool:
+    spec = old.get("spec")
+    # identical (a status write shares old's) or equal; never an absent spec, which fails validation
+    return type(spec) is dict and (new.get("spec") is spec or new.get("spec") == spec)
 
 
 def _same_metadata(new: Obj, old: Obj) -> bool:
@@ -200,6 +218,8 @@ def _same_metadata(new: Obj, old: Obj) -> bool:
     nm, om = new.get("metadata"), old.get("metadata")
     if not isinstance(nm, dict) or not isinstance(om, dict):
         return False
+    if nm.get("resourceVersion", _MISSING) == om.get("resourceVersion", _MISSING):
+        return nm == om  # one comparison in C
     if len(nm.keys() - {"resourceVersion"}) != len(om.keys() - {"resourceVersion"}):
         return False
     return all(k == "resourceVersion" or om.get(k, _MISSING) == v for k, v in nm.items())
@@ -227,7 +247,9 @@ class StatusStrategy(Strategy):
                 nm.pop(key, None)
 
     def validate_update(self, new: Obj, old: Obj) -> list[FieldError]:
-        errs = vmeta.validate_object_meta_update(new, old)
+        nm = new.get("metadata")
+        # metadata as read (the usual status write) changes nothing immutable
+        errs = [] if type(nm) is dict and nm == old.get("metadata") else vmeta.validate_object_meta_update(new, old)
         if self.kind == "Pod":
             phase = (new.get("status") or {}).get("phase")
             if phase and phase not in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
@@ -315,6 +337,14 @@ _RULES: dict[str, tuple[Validator | None, UpdateValidator | None, Callable[[str]
     "Event": (core.validate_event, None, vmeta.dns1123_subdomain, False),
     kubeling_kinds.KIND: (kubeling_kinds.validate_rollout_plan, None, vmeta.dns1123_subdomain, True),
 }
+
+# validators and update validators that read nothing but the spec (upstream's ValidatePodSpec,
+# ValidateDaemonSetSpec...; the update ones find nothing in an unchanged spec): an update that leaves the
+# spec as stored skips them (Strategy.validate_update)
+_SPEC_ONLY_RULES: frozenset[Callable[..., list[FieldError]]] = frozenset((
+    _validate_pod, _validate_pod_update, apps.validate_daemonset, _ds_update, apps.validate_statefulset,
+    _sts_update, apps.validate_deployment, apps.validate_replicaset, apps.validate_replication_controller,
+    apps.validate_job, apps.validate_cronjob, core.validate_node, core.validate_node_update))
 
 _CACHE: dict[tuple[Any, ...], Strategy] = {}
 

@@ -191,9 +191,15 @@ def validate_immutable_data(new: Obj, old: Obj, *, kind: str) -> list[FieldError
 
 
 def validate_lease(obj: Obj) -> list[FieldError]:
+    # every node renews its Lease every 10 s: the checks' calls only for a value they reject
     spec = obj.get("spec") or {}
-    errs = positive(spec.get("leaseDurationSeconds"), "spec.leaseDurationSeconds")
-    errs.extend(nonnegative(spec.get("leaseTransitions"), "spec.leaseTransitions"))
+    errs: list[FieldError] = []
+    duration = spec.get("leaseDurationSeconds")
+    if isinstance(duration, int) and duration <= 0:
+        errs.extend(positive(duration, "spec.leaseDurationSeconds"))
+    transitions = spec.get("leaseTransitions")
+    if isinstance(transitions, int) and transitions < 0:
+        errs.extend(nonnegative(transitions, "spec.leaseTransitions"))
     return errs
 
 

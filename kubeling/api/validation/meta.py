@@ -49,10 +49,15 @@ def _max(n: int) -> str:
 _KNOWN_VALID_LIMIT = 50_000
 
 
-# strings qualified_name and label_value passed (see _remember_valid): validate_labels tests these
-# sets itself, sparing a call per label
+# strings qualified_name, label_value, dns1123_subdomain and dns1123_label passed (see _remember_valid):
+# hot callers (validate_labels, ObjectMeta, the pod spec's first passes) test these sets themselves,
+# sparing a call per string
 _VALID_QUALIFIED_NAMES: set[str] = set()
 _VALID_LABEL_VALUES: set[str] = set()
+_VALID_SUBDOMAINS: set[str] = set()
+_VALID_DNS_LABELS: set[str] = set()
+# each _remember_valid check -> the strings it passed, for callers that test the set before a call
+_KNOWN_VALID: dict[Callable[[str], list[str]], set[str]] = {}
 
 
 def _remember_valid(check: Callable[[str], list[str]], valid: set[str] | None = None) -> Callable[[str], list[str]]:
@@ -71,6 +76,7 @@ def _remember_valid(check: Callable[[str], list[str]], valid: set[str] | None = 
             known.add(value)
         return errs
 
+    _KNOWN_VALID[cached] = known
     return cached
 
 
@@ -79,7 +85,7 @@ def _remember_valid_in(valid: set[str]) -> Callable[[Callable[[str], list[str]]]
     return lambda check: _remember_valid(check, valid)
 
 
-@_remember_valid
+@_remember_valid_in(_VALID_SUBDOMAINS)
 def dns1123_subdomain(value: str) -> list[str]:
     errs = []
     if len(value) > 253:
@@ -89,7 +95,7 @@ def dns1123_subdomain(value: str) -> list[str]:
     return errs
 
 
-@_remember_valid
+@_remember_valid_in(_VALID_DNS_LABELS)
 def dns1123_label(value: str) -> list[str]:
     errs = []
     if len(value) > 63:
@@ -148,6 +154,20 @@ def label_value(value: str) -> list[str]:
     if not _LVALUE.fullmatch(value):
         errs.append(LABEL_VALUE_MSG)
     return errs
+
+
+def plain_labels(labels: Any) -> bool:
+    """True when labels is a dict in which validate_labels finds nothing: a first pass without paths or
+    lists, which checks only strings not yet known valid."""
+    if not isinstance(labels, dict):
+        return False
+    known_keys, known_values = _VALID_QUALIFIED_NAMES, _VALID_LABEL_VALUES
+    for k, v in labels.items():
+        if type(k) is not str or (k not in known_keys and qualified_name(k)):
+            return False
+        if type(v) is not str or (v not in known_values and label_value(v)):
+            return False
+    return True
 
 
 def validate_labels(labels: Any, path: str) -> list[FieldError]:
@@ -273,6 +293,9 @@ def selector_empty(sel: Any) -> bool:
 
 # ---- ObjectMeta -------------------------------------------------------------------------
 
+_NONE_KNOWN: frozenset[str] = frozenset()
+
+
 def validate_object_meta(obj: Obj, *, namespaced: bool, name_fn: Any = dns1123_subdomain,
                          path: str = "metadata") -> list[FieldError]:
     meta = obj.get("metadata")
@@ -287,7 +310,7 @@ def validate_object_meta(obj: Obj, *, namespaced: bool, name_fn: Any = dns1123_s
     if not name:
         if not gen:
             errs.append(required(f"{path}.name", "name or generateName is required"))
-    else:
+    elif type(name) is not str or name not in _KNOWN_VALID.get(name_fn, _NONE_KNOWN):  # else: no call
         msgs = name_fn(name)
         if msgs:
             errs.extend(invalid(f"{path}.name", name, m) for m in msgs)
@@ -295,7 +318,7 @@ def validate_object_meta(obj: Obj, *, namespaced: bool, name_fn: Any = dns1123_s
     if namespaced:
         if not ns:
             errs.append(required(f"{path}.namespace", ""))
-        else:
+        elif type(ns) is not str or ns not in _VALID_DNS_LABELS:
             msgs = dns1123_label(ns)
             if msgs:
                 errs.extend(invalid(f"{path}.namespace", ns, m) for m in msgs)
@@ -306,19 +329,33 @@ def validate_object_meta(obj: Obj, *, namespaced: bool, name_fn: Any = dns1123_s
     if isinstance(generation, int) and generation < 0:
         errs.extend(nonnegative(generation, f"{path}.generation"))
     labels = meta.get("labels")
-    if labels:
+    if labels and not plain_labels(labels):
         errs.extend(validate_labels(labels, f"{path}.labels"))
     annotations = meta.get("annotations")
     if annotations:
         errs.extend(validate_annotations(annotations, f"{path}.annotations"))
-    for f in meta.get("finalizers") or ():
-        msgs = qualified_name(f)
-        if msgs:
-            errs.extend(invalid(f"{path}.finalizers", f, m) for m in msgs)
+    finalizers = meta.get("finalizers")
+    if finalizers:
+        for f in finalizers:
+            msgs = qualified_name(f)
+            if msgs:
+                errs.extend(invalid(f"{path}.finalizers", f, m) for m in msgs)
     refs = meta.get("ownerReferences")
-    if refs:
+    if refs and not _plain_owner_references(refs):
         errs.extend(_owner_references(refs, f"{path}.ownerReferences"))
     return errs
+
+
+def _plain_owner_references(refs: Any) -> bool:
+    """True when _owner_references finds nothing (every controller-made object has one reference):
+    a first pass without paths."""
+    controllers = 0
+    for ref in refs:
+        if not (ref.get("apiVersion") and ref.get("kind") and ref.get("name") and ref.get("uid")):
+            return False
+        if ref.get("controller"):
+            controllers += 1
+    return controllers <= 1
 
 
 def _owner_references(refs: Any, path: str) -> list[FieldError]:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from typing import Any
 
 from kubeling.api import quantity
 from kubeling.api.errors import FieldError, duplicate, forbidden, invalid, not_found, required, unsupported
 from kubeling.api.validation.meta import (
+    _VALID_DNS_LABELS,
+    _VALID_LABEL_VALUES,
+    _VALID_QUALIFIED_NAMES,
+    _VALID_SUBDOMAINS,
     dns1123_label,
     dns1123_subdomain,
     label_value,
     nonnegative,
+    plain_labels,
     qualified_name,
     validate_annotations,
     validate_labels,
@@ -162,8 +167,52 @@ def _env(env: Any, path: str) -> list[FieldError]:
     return errs
 
 
-def _container(c: Obj, path: str, volumes: set[str], *, host_network: bool,
-               regular: bool) -> list[FieldError]:
+def _container(errs: list[FieldError], c: Obj, path: str, key: str, i: int, volumes: Set[str],
+               host_network: bool, regular: bool) -> None:
+    """Appends the errors of container ``path.key[i]``; the path is built only when there are some."""
+    name = c.get("name")
+    pol = c.get("imagePullPolicy")
+    tmp = c.get("terminationMessagePolicy")
+    if not (name and type(name) is str and (name in _VALID_DNS_LABELS or not dns1123_label(name))
+            and c.get("image") and pol in PULL_POLICIES and tmp in _TERMINATION_MESSAGE_POLICIES):
+        errs.extend(_container_fields(c, f"{path}.{key}[{i}]"))
+    # the checks below find nothing in an absent or empty field: skipped, with the path they would build
+    ports, env, res = c.get("ports"), c.get("env"), c.get("resources")
+    if ports or env or res:
+        p = f"{path}.{key}[{i}]"
+        if ports:
+            errs.extend(_ports(ports, f"{p}.ports"))
+            if host_network:
+                for j, port in enumerate(ports):
+                    hp = port.get("hostPort")
+                    if hp and hp != port.get("containerPort"):
+                        errs.append(invalid(f"{p}.ports[{j}].hostPort", hp,
+                                            "must match `containerPort` when `hostNetwork` is true"))
+        if env:
+            errs.extend(_env(env, f"{p}.env"))
+        if res:
+            errs.extend(_resources(res, f"{p}.resources"))
+    mounts = c.get("volumeMounts")
+    if mounts:
+        seen: set[str] = set()
+        for m in mounts:  # a first pass without paths: the usual mounts have no error
+            mname, mp = m.get("name"), m.get("mountPath")
+            if not mname or mname not in volumes or not mp or mp in seen:
+                errs.extend(_mount_errors(mounts, volumes, f"{path}.{key}[{i}].volumeMounts"))
+                break
+            seen.add(mp)
+    if regular and ("livenessProbe" in c or "readinessProbe" in c or "startupProbe" in c):
+        for pkey, liveness in _PROBES:
+            probe = c.get(pkey)
+            if isinstance(probe, dict):
+                errs.extend(_probe(probe, f"{path}.{key}[{i}].{pkey}", liveness=liveness))
+
+
+_TERMINATION_MESSAGE_POLICIES = ["File", "FallbackToLogsOnError"]
+
+
+def _container_fields(c: Obj, path: str) -> list[FieldError]:
+    """The errors of a container's name, image, imagePullPolicy and terminationMessagePolicy."""
     errs: list[FieldError] = []
     name = c.get("name") or ""
     if not name:
@@ -182,48 +231,55 @@ def _container(c: Obj, path: str, volumes: set[str], *, host_network: bool,
     tmp = c.get("terminationMessagePolicy")
     if not tmp:
         errs.append(required(f"{path}.terminationMessagePolicy"))
-    elif tmp not in ("File", "FallbackToLogsOnError"):
-        errs.append(unsupported(f"{path}.terminationMessagePolicy", tmp, ["File", "FallbackToLogsOnError"]))
-    # the checks below find nothing in an absent or empty field: skipped, with the path they would build
-    ports = c.get("ports")
-    if ports:
-        errs.extend(_ports(ports, f"{path}.ports"))
-        if host_network:
-            for i, p in enumerate(ports):
-                hp = p.get("hostPort")
-                if hp and hp != p.get("containerPort"):
-                    errs.append(invalid(f"{path}.ports[{i}].hostPort", hp,
-                                        "must match `containerPort` when `hostNetwork` is true"))
-    env = c.get("env")
-    if env:
-        errs.extend(_env(env, f"{path}.env"))
-    res = c.get("resources")
-    if res:
-        errs.extend(_resources(res, f"{path}.resources"))
-    mounts: set[str] = set()
-    for i, m in enumerate(c.get("volumeMounts") or []):
+    elif tmp not in _TERMINATION_MESSAGE_POLICIES:
+        errs.append(unsupported(f"{path}.terminationMessagePolicy", tmp, _TERMINATION_MESSAGE_POLICIES))
+    return errs
+
+
+def _mount_errors(mounts: Any, volumes: Set[str], path: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    seen: set[str] = set()
+    for i, m in enumerate(mounts):
         mname = m.get("name") or ""
         mp = m.get("mountPath") or ""
-        if not mname or mname not in volumes or not mp or mp in mounts:
-            p = f"{path}.volumeMounts[{i}]"  # only a mount with an error needs its path
+        if not mname or mname not in volumes or not mp or mp in seen:
+            p = f"{path}[{i}]"  # only a mount with an error needs its path
             if not mname:
                 errs.append(required(f"{p}.name"))
             elif mname not in volumes:
                 errs.append(not_found(f"{p}.name", mname))
             if not mp:
                 errs.append(required(f"{p}.mountPath"))
-            elif mp in mounts:
+            elif mp in seen:
                 errs.append(invalid(f"{p}.mountPath", mp, "must be unique"))
-        mounts.add(mp)
-    if regular:
-        for key, liveness in _PROBES:
-            probe = c.get(key)
-            if isinstance(probe, dict):
-                errs.extend(_probe(probe, f"{path}.{key}", liveness=liveness))
+        seen.add(mp)
     return errs
 
 
 _PROBES = (("livenessProbe", True), ("readinessProbe", False), ("startupProbe", True))
+
+
+def _plain_volume_names(vols: Any) -> set[str] | None:
+    """The volumes' names when no volume has an error (named validly and uniquely, with one source
+    whose check finds nothing: the usual volumes); None otherwise, for _volumes to say what is wrong."""
+    names: set[str] = set()
+    for v in vols:
+        name = v.get("name")
+        if type(name) is not str or name in names or (name not in _VALID_DNS_LABELS and dns1123_label(name)):
+            return None
+        names.add(name)
+        source = None
+        for key in v:
+            if key in _VOLUME_SOURCE_SET and v[key] is not None:
+                if source is not None:
+                    return None
+                source = key
+        if source is None:
+            return None
+        check = _VOLUME_SOURCE_CHECKS.get(source)
+        if check is not None and check(v[source], ""):  # any error: the path does not matter here
+            return None
+    return names
 
 
 def _volumes(vols: Any, path: str) -> tuple[list[FieldError], set[str]]:
@@ -303,6 +359,30 @@ _VOLUME_SOURCE_CHECKS: dict[str, Callable[[Any, str], list[FieldError]]] = {
 }
 
 
+def _plain_tolerations(tols: Any) -> bool:
+    """True when validate_tolerations finds nothing (as in the tolerations admission adds to every
+    pod): a first pass without paths, lists or calls for strings already known valid."""
+    for t in tols:
+        key, op, eff = t.get("key"), t.get("operator") or "Equal", t.get("effect")
+        if key:
+            if type(key) is not str or (key not in _VALID_QUALIFIED_NAMES and qualified_name(key)):
+                return False
+        elif op != "Exists":
+            return False
+        if op == "Exists":
+            if t.get("value"):
+                return False
+        elif op == "Equal":
+            value = t.get("value")
+            if value and (type(value) is not str or (value not in _VALID_LABEL_VALUES and label_value(value))):
+                return False
+        else:
+            return False
+        if eff != "NoExecute" and (t.get("tolerationSeconds") is not None or eff and eff not in TAINT_EFFECTS):
+            return False
+    return True
+
+
 def validate_tolerations(tols: Any, path: str) -> list[FieldError]:
     errs: list[FieldError] = []
     for i, t in enumerate(tols or []):
@@ -369,6 +449,43 @@ def _node_selector_term(term: Obj, path: str) -> list[FieldError]:
     return errs
 
 
+def _plain_node_affinity(aff: Any) -> bool:
+    """True when validate_affinity finds nothing in an affinity of required node selector terms only
+    (the DaemonSet controller's matchFields on metadata.name, nodeSelector-like matchExpressions): a
+    first pass without paths. Any other shape takes the full walk."""
+    if type(aff) is not dict or len(aff) != 1:
+        return False
+    na = aff.get("nodeAffinity")
+    if type(na) is not dict or len(na) != 1:
+        return False
+    req = na.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if type(req) is not dict:
+        return False
+    terms = req.get("nodeSelectorTerms")
+    if not terms:
+        return False
+    for term in terms:
+        if not term:
+            return False
+        for r in term.get("matchExpressions") or ():
+            op, values, key = r.get("operator"), r.get("values"), r.get("key")
+            if op in ("In", "NotIn"):
+                if not values:
+                    return False
+            elif op in ("Exists", "DoesNotExist"):
+                if values:
+                    return False
+            elif op not in ("Gt", "Lt") or not values or len(values) != 1:
+                return False
+            if not key or type(key) is not str or (key not in _VALID_QUALIFIED_NAMES and qualified_name(key)):
+                return False
+        for r in term.get("matchFields") or ():
+            if r.get("operator") not in ("In", "NotIn") or len(r.get("values") or ()) != 1 \
+                    or r.get("key") != "metadata.name":
+                return False
+    return True
+
+
 def validate_affinity(aff: Any, path: str) -> list[FieldError]:
     errs: list[FieldError] = []
     if not isinstance(aff, dict):
@@ -407,35 +524,34 @@ def validate_affinity(aff: Any, path: str) -> list[FieldError]:
     return errs
 
 
-_CONTAINER_LISTS = (("initContainers", True), ("containers", True), ("ephemeralContainers", False))
-
-
 def validate_pod_spec(spec: Any, path: str) -> list[FieldError]:
     errs: list[FieldError] = []
     if not isinstance(spec, dict):
         return [required(path)]
     # absent or empty fields are skipped below: their checks would find nothing, and skipping them
-    # saves building the paths those checks are given
+    # saves building the paths those checks are given; the lists most pods carry (volumes,
+    # tolerations, labels) take a first pass that needs no paths, and only one with an error the full one
     vols = spec.get("volumes")
     if vols:
-        verrs, volumes = _volumes(vols, f"{path}.volumes")
-        errs.extend(verrs)
+        volumes = _plain_volume_names(vols)
+        if volumes is None:
+            verrs, volumes = _volumes(vols, f"{path}.volumes")
+            errs.extend(verrs)
     else:
-        volumes = set()
+        volumes = _NO_VOLUMES
     host_network = bool(spec.get("hostNetwork"))
     names: set[str] = set()
-    containers = spec.get("containers") or []
+    containers = spec.get("containers")
     if not containers:
         errs.append(required(f"{path}.containers"))
-    for key, regular in _CONTAINER_LISTS:
-        for i, c in enumerate(spec.get(key) or ()):
-            p = f"{path}.{key}[{i}]"
-            errs.extend(_container(c, p, volumes, host_network=host_network, regular=regular))
-            n = c.get("name")
-            if n:
-                if n in names:
-                    errs.append(duplicate(f"{p}.name", n))
-                names.add(n)
+    init = spec.get("initContainers")
+    if init:
+        _containers(errs, init, path, "initContainers", volumes, host_network, True, names)
+    if containers:
+        _containers(errs, containers, path, "containers", volumes, host_network, True, names)
+    ephemeral = spec.get("ephemeralContainers")
+    if ephemeral:
+        _containers(errs, ephemeral, path, "ephemeralContainers", volumes, host_network, False, names)
     rp = spec.get("restartPolicy")
     if not rp:
         errs.append(required(f"{path}.restartPolicy"))
@@ -455,29 +571,58 @@ def validate_pod_spec(spec: Any, path: str) -> list[FieldError]:
     if isinstance(tgps, int) and tgps < 0:
         errs.extend(nonnegative(tgps, f"{path}.terminationGracePeriodSeconds"))
     node_selector = spec.get("nodeSelector")
-    if node_selector:
+    if node_selector and not plain_labels(node_selector):
         errs.extend(validate_labels(node_selector, f"{path}.nodeSelector"))
     tols = spec.get("tolerations")
-    if tols:
+    if tols and not _plain_tolerations(tols):
         errs.extend(validate_tolerations(tols, f"{path}.tolerations"))
     aff = spec.get("affinity")
-    if aff:
+    if aff and not _plain_node_affinity(aff):
         errs.extend(validate_affinity(aff, f"{path}.affinity"))
-    for key, check in _SPEC_NAMES:
-        v = spec.get(key)
-        if v:
-            msgs = check(v)
-            if msgs:
-                errs.extend(invalid(f"{path}.{key}", v, m) for m in msgs)
-    for i, s in enumerate(spec.get("imagePullSecrets") or ()):
-        if not s.get("name"):
-            errs.append(required(f"{path}.imagePullSecrets[{i}].name"))
+    if not _plain_spec_names(spec):
+        for key, check in _SPEC_NAMES:
+            v = spec.get(key)
+            if v:
+                msgs = check(v)
+                if msgs:
+                    errs.extend(invalid(f"{path}.{key}", v, m) for m in msgs)
+    secrets = spec.get("imagePullSecrets")
+    if secrets:
+        for i, s in enumerate(secrets):
+            if not s.get("name"):
+                errs.append(required(f"{path}.imagePullSecrets[{i}].name"))
     return errs
+
+
+_NO_VOLUMES: frozenset[str] = frozenset()
+
+
+def _containers(errs: list[FieldError], cs: Any, path: str, key: str, volumes: Set[str],
+                host_network: bool, regular: bool, names: set[str]) -> None:
+    """Appends the errors of the containers in list ``key``; ``names`` collects their names across lists."""
+    for i, c in enumerate(cs):
+        _container(errs, c, path, key, i, volumes, host_network, regular)
+        n = c.get("name")
+        if n:
+            if n in names:
+                errs.append(duplicate(f"{path}.{key}[{i}].name", n))
+            names.add(n)
 
 
 # spec fields naming things, with the check of each, in upstream's order
 _SPEC_NAMES = (("serviceAccountName", dns1123_subdomain), ("nodeName", dns1123_subdomain),
                ("priorityClassName", dns1123_subdomain), ("hostname", dns1123_label), ("subdomain", dns1123_label))
+
+
+def _plain_spec_names(spec: Obj) -> bool:
+    """True when none of _SPEC_NAMES has an error: the two every pod has (serviceAccountName and, once
+    bound, nodeName) known valid, the others absent."""
+    if "priorityClassName" in spec or "hostname" in spec or "subdomain" in spec:
+        return False
+    for v in (spec.get("serviceAccountName"), spec.get("nodeName")):
+        if v and (type(v) is not str or v not in _VALID_SUBDOMAINS):
+            return False
+    return True
 
 
 def validate_pod_template_spec(tmpl: Any, path: str) -> list[FieldError]:
