@@ -266,8 +266,14 @@ class ResourceHandlers:
     # ---- verbs ----------------------------------------------------------------------------
     async def list(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
         opts = self._list_options(request, res)
-        result = await self.registry.list(res, info.namespace, opts)
         accept = request.headers.get("Accept", "")
+        if not encoding.wants(accept, "Table") and not encoding.wants(accept, "PartialObjectMetadataList") \
+                and not encoding.wants(accept, "PartialObjectMetadata"):
+            # plain JSON: made from the stored bytes when nothing needs the objects themselves
+            data = await self.registry.list_json(res, info.namespace, opts)
+            if data is not None:
+                return web.Response(body=go_escape(data), content_type=JSON)
+        result = await self.registry.list(res, info.namespace, opts)
         if encoding.wants(accept, "Table"):
             include = request.query.get("includeObject", "Metadata")
             table = self.server.tables.to_table(res, result["items"], include_object=include)

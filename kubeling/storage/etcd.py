@@ -424,6 +424,7 @@ class EtcdStore:
         limit: int = 0,
         start_after: str | None = None,
         revision: int = 0,
+        raw: bool = False,
     ) -> ListResult:
         """See Store.list; a revision at or above the current one means the latest."""
         cached = prefix.startswith(self.root) or self.root.startswith(prefix)
@@ -432,15 +433,17 @@ class EtcdStore:
                 now = (await self._range(self.root, limit=1, count_only=True)).header.revision
                 await self._caught_up(now)
             if revision <= 0 or revision >= self.cache.revision:
-                return self.cache.list(prefix, limit=limit, start_after=start_after)
+                return self.cache.list(prefix, limit=limit, start_after=start_after, raw=raw)
         resp = await self._range(prefix, start_after=start_after, limit=limit, revision=max(revision, 0))
-        items = [materialize(kv.value, kv.mod_revision) for kv in resp.kvs]
-        remaining = max(resp.count - len(items), 0) if resp.more else 0
+        pairs = [(kv.mod_revision, kv.value) for kv in resp.kvs]
+        items = [] if raw else [materialize(value, rev) for rev, value in pairs]
+        remaining = max(resp.count - len(pairs), 0) if resp.more else 0
         return ListResult(
             items=items,
             revision=revision if revision > 0 else resp.header.revision,
-            continue_key=resp.kvs[-1].key.decode() if remaining and items else None,
+            continue_key=resp.kvs[-1].key.decode() if remaining and pairs else None,
             remaining=remaining,
+            raw=pairs if raw else None,
         )
 
     async def _range(

@@ -53,10 +53,11 @@ class Compacted(StorageError):
 
 @dataclass(slots=True)
 class ListResult:
-    items: list[Obj]
+    items: list[Obj]  # empty for a raw list
     revision: int  # the store revision the list reflects
     continue_key: str | None = None  # the last key returned, when more remain
     remaining: int = 0  # how many items remain after this page (best effort)
+    raw: list[tuple[int, bytes]] | None = None  # a raw list's items: (revision, stored bytes)
 
 
 class Event:
@@ -117,10 +118,12 @@ class Store(Protocol):
         limit: int = 0,
         start_after: str | None = None,
         revision: int = 0,
+        raw: bool = False,
     ) -> ListResult:
         """Live objects whose key starts with prefix, ordered by key.
 
-        ``limit`` 0 means all. ``start_after`` continues a paged list after that key.
+        ``limit`` 0 means all. ``start_after`` continues a paged list after that key. ``raw``: the
+        items as (revision, stored bytes) in ``ListResult.raw``, not decoded (see codec).
         ``revision`` 0 means the latest; otherwise the state as of that revision
         (raises Compacted if it is older than the store keeps).
         """

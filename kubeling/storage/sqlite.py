@@ -495,16 +495,17 @@ class SqliteStore:
         limit: int = 0,
         start_after: str | None = None,
         revision: int = 0,
+        raw: bool = False,
     ) -> ListResult:
         """See Store.list; a revision at or above the current one means the latest."""
         if revision <= 0 or revision >= self.cache.revision:
-            return self.cache.list(prefix, limit=limit, start_after=start_after)
+            return self.cache.list(prefix, limit=limit, start_after=start_after, raw=raw)
         if revision < self.compact_revision:
             raise Compacted(revision, self.compact_revision)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, self._list_at, prefix, limit, start_after, revision)
+        return await loop.run_in_executor(self._reader, self._list_at, prefix, limit, start_after, revision, raw)
 
-    def _list_at(self, prefix: str, limit: int, start_after: str | None, revision: int) -> ListResult:
+    def _list_at(self, prefix: str, limit: int, start_after: str | None, revision: int, raw: bool) -> ListResult:
         """Runs in the reader thread: the state at an older revision, from the log."""
         if self._reader_conn is None:
             self._reader_conn = connect(self.path)
@@ -525,13 +526,11 @@ class SqliteStore:
                 remaining = conn.execute(_COUNT_AT, (prefix, end, rows[-1][0], revision)).fetchone()[0]
         finally:
             conn.execute("COMMIT")
+        continue_key = rows[-1][0] if remaining else None
+        if raw:
+            return ListResult([], revision, continue_key, remaining, [(i, bytes(v)) for _n, i, v in rows])
         items = [materialize(bytes(v), i) for _n, i, v in rows]
-        return ListResult(
-            items=items,
-            revision=revision,
-            continue_key=rows[-1][0] if remaining else None,
-            remaining=remaining,
-        )
+        return ListResult(items=items, revision=revision, continue_key=continue_key, remaining=remaining)
 
     def watch(self, prefix: str, *, revision: int) -> AsyncIterator[Event]:
         return self.cache.watch(prefix, revision=revision)

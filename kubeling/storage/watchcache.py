@@ -180,24 +180,22 @@ class WatchCache:
         self._peeked[key] = (hit[0], obj)
         return obj
 
-    def list(self, prefix: str, *, limit: int = 0, start_after: str | None = None) -> ListResult:
+    def list(self, prefix: str, *, limit: int = 0, start_after: str | None = None, raw: bool = False) -> ListResult:
         keys, live = self._keys, self._live
         lo = bisect.bisect_left(keys, prefix)
         if start_after is not None:
             lo = max(lo, bisect.bisect_right(keys, start_after))
         hi = bisect.bisect_left(keys, prefix_end(prefix), lo)
         end = hi if limit <= 0 else min(hi, lo + limit)
+        remaining = hi - end
+        continue_key = keys[end - 1] if remaining and end > lo else None
+        if raw:
+            return ListResult([], self.revision, continue_key, remaining, [live[key] for key in keys[lo:end]])
         items = []
         for key in keys[lo:end]:
             rev, data = live[key]
             items.append(materialize(data, rev))
-        remaining = hi - end
-        return ListResult(
-            items=items,
-            revision=self.revision,
-            continue_key=keys[end - 1] if remaining and end > lo else None,
-            remaining=remaining,
-        )
+        return ListResult(items=items, revision=self.revision, continue_key=continue_key, remaining=remaining)
 
     def watch(self, prefix: str, *, revision: int) -> AsyncIterator[Event]:
         """Changes under prefix after ``revision``, replayed from the window, then live.
