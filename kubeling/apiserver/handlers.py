@@ -183,6 +183,11 @@ class ResourceHandlers:
                 if info.legacy_watch or _truthy(q.get("watch")):
                     _allow(res, "watch")
                     return await self.watch(request, res, info)
+                if sub is None and "as=" not in request.headers.get("Accept", ""):
+                    # plain JSON: the stored bytes, with the resourceVersion spliced in
+                    data = await self.registry.get_json(res, info.namespace, info.name)
+                    if data is not None:
+                        return web.Response(body=go_escape(data), content_type=JSON)
                 obj = await self.registry.get(res, info.namespace, info.name)
                 return self._respond_object(request, res, obj)
             if method == "PUT":
