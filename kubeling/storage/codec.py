@@ -35,10 +35,9 @@ def encode(obj: Obj) -> bytes:
         del meta["resourceVersion"]
     elif tuple(obj)[:3] == _HEAD:
         return orjson.dumps(obj)  # the common case: nothing to reorder or strip
-    head = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": meta}
-    for k, v in obj.items():
-        if k not in head:
-            head[k] = v
+    head: Obj = {"apiVersion": None, "kind": None, "metadata": None}
+    head.update(obj)  # keys already there keep their place: apiVersion, kind, metadata, then the rest
+    head["metadata"] = meta
     return orjson.dumps(head)
 
 
