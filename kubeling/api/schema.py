@@ -35,7 +35,8 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+
 class Node:
     """One compiled schema: ``kind`` plus children; ``go`` is the Go type name for messages."""
 
-    __slots__ = ("kind", "go", "struct", "props", "meta", "item", "bits", "strict", "required", "check")
+    __slots__ = ("kind", "go", "struct", "props", "meta", "item", "bits", "strict", "required", "check",
+                 "native", "nulls")
 
     def __init__(self, kind: int, go: str = "") -> None:
         self.kind = kind
@@ -48,6 +49,8 @@ class Node:
         self.strict = True
         self.required: tuple[str, ...] = ()  # Go fields without omitempty
         self.check: Callable[[Any], bool] | None = None  # the compiled fast check (_checker)
+        self.native: Callable[[Any], bool] | None = None  # the native one, of root nodes (_native)
+        self.nulls: Callable[[Any], bool] = _never  # its second chance, for bodies with nulls (_native)
 
     def child(self, name: str) -> Node | None:
         """The node of a property (objects) or of the items/values (arrays, maps)."""
@@ -415,163 +418,27 @@ def _json_kind(value: Any) -> str:
 
 # ---- the compiled fast check ---------------------------------------------------------------
 #
-# Most bodies are clean. Each node compiles once into a closure that only answers "would the walk
-# above find nothing to report?" (no wrong type, no bad format, no unknown field), without building a
-# field path or a message. A False sends the object through the walk, which then says exactly what
-# and where. The one mutation that happens on clean bodies too, dropping a null-valued known
-# property, is done here the same way (the walk, if it runs after, finds nothing left to drop).
-
-def _any(_value: Any) -> bool:
-    return True
-
+# Most bodies are clean. Each definition compiles once (schemacompile.py) into checks that only
+# answer "would the walk above find nothing to report?", without building a field path or a
+# message: a native one (jsonschema-rs) first, then a generated Python function, which also drops
+# null-valued properties; a False from both sends the object through the walk, which then says
+# exactly what and where.
 
 def _checker(node: Node) -> Callable[[Any], bool]:
-    """The fast check of ``node``, compiled on first use; registered before its children are
-    compiled so that recursive definitions (JSONSchemaProps) resolve."""
-    if node.check is not None:
-        return node.check
-    k = node.kind
-    if k == OBJ:
-        table: dict[str, Any] = {}
-        node.check = _object_checker(node.strict, table)
-        table.update({name: _entry(child) for name, child in node.props.items()})
-    elif k in (ARR, MAP):
-        entry: list[Any] = []
-        node.check = _collection_checker(list if k == ARR else dict, entry)
-        entry.append(_entry(node.item))
-    else:
-        node.check = _SCALAR_CHECKS[k](node)
-    return node.check
+    from kubeling.api.schemacompile import checker  # it builds on this module's node kinds
+
+    return checker(node)
 
 
-def _entry(child: Node | None) -> Any:
-    """What an object keeps per property: the exact type for strings and booleans (checked
-    inline, without a call), ``_any`` for free-form values, else the child's check."""
-    if child is None or child.kind == ANY:
-        return _any
-    if child.kind == STR:
-        return str
-    if child.kind == BOOL:
-        return bool
-    return _checker(child)
+def _native(node: Node) -> Callable[[Any], bool]:
+    from kubeling.api.schemacompile import native_checks
+
+    node.native, node.nulls = native_checks(node) or (_never, _never)
+    return node.native
 
 
-def _object_checker(strict: bool, table: dict[str, Any]) -> Callable[[Any], bool]:
-    """``table``: property name -> _entry, filled by the caller once this check is registered."""
-
-    def check(value: Any) -> bool:
-        if type(value) is not dict:
-            return False
-        drop = None
-        for key, v in value.items():
-            try:
-                e = table[key]  # cheaper than .get() for the known keys, which are the usual case
-            except KeyError:
-                if strict:
-                    return False  # an unknown field: the walk reports (or prunes) it
-                continue
-            if v is None:
-                if drop is None:
-                    drop = [key]
-                else:
-                    drop.append(key)
-                continue
-            if type(v) is e or e is _any:
-                continue
-            if e is str or e is bool or not e(v):
-                return False
-        if drop is not None:
-            for key in drop:
-                del value[key]
-        return True
-    return check
-
-
-def _collection_checker(want: type, entry: list[Any]) -> Callable[[Any], bool]:
-    """Arrays (``want`` list) and maps (dict); ``entry`` holds the items' _entry, filled by the
-    caller. Null items and values are fine: the walk skips them."""
-
-    def check(value: Any) -> bool:
-        if type(value) is not want:
-            return False
-        e = entry[0]
-        if e is _any:
-            return True
-        items = value if want is list else value.values()
-        if e is str or e is bool:
-            for v in items:  # noqa: SIM110 - a plain loop: all() over a generator costs more
-                if type(v) is not e and v is not None:
-                    return False
-            return True
-        for v in items:  # noqa: SIM110 - as above
-            if v is not None and not e(v):
-                return False
-        return True
-    return check
-
-
-def _int_check(node: Node) -> Callable[[Any], bool]:
-    lo, hi = _INT32 if node.bits == 32 else _INT64
-
-    def check(value: Any) -> bool:
-        return type(value) is int and lo <= value <= hi
-    return check
-
-
-def _num_check(_node: Node) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        return type(value) is int or type(value) is float
-    return check
-
-
-def _intstr_check(_node: Node) -> Callable[[Any], bool]:
-    lo, hi = _INT32
-
-    def check(value: Any) -> bool:
-        t = type(value)
-        return t is str or t is int and lo <= value <= hi
-    return check
-
-
-def _quantity_check(_node: Node) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        if type(value) not in (str, int, float):
-            return False
-        try:
-            quantity.parse(value)
-        except quantity.QuantityError:
-            return False
-        return True
-    return check
-
-
-def _time_check(_node: Node) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        if type(value) is not str:
-            return False
-        if value in _VALID_TIMES:
-            return True
-        if not _RFC3339.match(value):
-            return False
-        if len(_VALID_TIMES) >= _VALID_TIMES_LIMIT:
-            _VALID_TIMES.clear()
-        _VALID_TIMES.add(value)
-        return True
-    return check
-
-
-def _type_check(want: type) -> Callable[[Node], Callable[[Any], bool]]:
-    def make(_node: Node) -> Callable[[Any], bool]:
-        def check(value: Any) -> bool:
-            return type(value) is want
-        return check
-    return make
-
-
-_SCALAR_CHECKS: dict[int, Callable[[Node], Callable[[Any], bool]]] = {
-    STR: _type_check(str), BOOL: _type_check(bool), INT: _int_check, NUM: _num_check,
-    INTSTR: _intstr_check, QTY: _quantity_check, TIME: _time_check, ANY: lambda _node: _any,
-}
+def _never(_value: Any) -> bool:
+    return False
 
 
 @dataclass(slots=True)
@@ -593,11 +460,20 @@ def validate(resource: Any, obj: dict[str, Any], *,
     ``obj`` in place; Warn reports them as warnings (``unknown field "spec.foo"``).
     Nulls are dropped as decoding into Go structs would.
     """
-    node = root_node(resource)
+    hit = _ROOTS.get(id(resource))  # root_node's cache, read here: a call costs more than the look-up
+    node = hit[1] if hit is not None and hit[0] is resource else root_node(resource)
     if node is None or not isinstance(obj, dict):
         return [], []
+    # nothing to report: the usual case, settled without building a single path (the native check
+    # does not tell a dict subclass from a dict: the walk refuses one)
+    if type(obj) is dict:
+        try:
+            if (node.native or _native(node))(obj) or node.nulls(obj):
+                return [], []
+        except Exception:  # a value jsonschema-rs cannot read (a datetime from YAML, say): not its call
+            pass
     if (node.check or _checker(node))(obj):
-        return [], []  # nothing to report: the usual case, settled without building a single path
+        return [], []
     w = _Walk(prune=field_validation != "Strict")
     w.walk(node, obj, "", node.struct)
     if w.first_error is not None:
