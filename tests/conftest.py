@@ -48,7 +48,8 @@ class Cluster:
 
     # ---- process control -----------------------------------------------------------------
     def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # KUBELING_VERIFY_SHARED: the server fails an update that wrote into a shared stored object
+        env = dict(os.environ, PYTHONUNBUFFERED="1", KUBELING_VERIFY_SHARED="1")
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.proc = subprocess.Popen(
             [*KUBELING, "up", "--data-dir", str(self.data_dir), "--port", str(self.port),

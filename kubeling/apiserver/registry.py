@@ -89,6 +89,7 @@ def deep_copy(obj: Obj) -> Obj:
 
 
 Converter = Callable[[Resource, Obj], Obj]
+_VERIFY_SHARED = os.environ.get("KUBELING_VERIFY_SHARED") == "1"  # see Registry._read_shared
 
 
 def _same_version(_resource: Resource, obj: Obj) -> Obj:
@@ -152,6 +153,7 @@ class Registry:
         # one); applied wherever an object leaves the registry, and to what a mutation function sees
         self.convert: Converter = _same_version
         self.may_convert: Callable[[Resource], bool] = _never  # can convert() rewrite this resource's objects?
+        self._shared_reads: list[tuple[Obj, bytes]] = []  # KUBELING_VERIFY_SHARED: old objects read, as read
 
     # ---- keys -------------------------------------------------------------------------------
     @staticmethod
@@ -346,13 +348,15 @@ class Registry:
         warnings = self._validate_schema(resource, obj, field_validation)
         rv = meta.get("resourceVersion") or ""
         key = self.key(resource, namespace, name)
-        old = await self.store.get(key)
+        old = await self._read_shared(key)
         if old is None:
             raise errors.not_found_error(resource.group, resource.plural, name)
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise errors.conflict(resource.group, resource.plural, name, errors.OBJECT_MODIFIED)
         updated = await self._write_update(resource, key, old, obj, subresource=subresource,
                                            dry_run=dry_run, user=user)
+        if _VERIFY_SHARED:
+            self._verify_shared_reads()
         return self.convert(resource, updated), warnings
 
     async def _write_update(self, resource: Resource, key: str, old: Obj, new: Obj, *,
@@ -455,20 +459,49 @@ class Registry:
                 if not pinned:
                     continue  # someone wrote in between: re-read and re-apply the mutation
                 raise
+            if _VERIFY_SHARED:
+                self._verify_shared_reads()
             return self.convert(resource, written), warnings
         raise errors.conflict(resource.group, resource.plural, name, errors.OBJECT_MODIFIED)
 
     async def _read_twice(self, key: str) -> tuple[Obj | None, Obj | None]:
-        """Two private copies of the live object at key: the old state and one to mutate
-        (decoding the stored bytes twice is cheaper than decoding once and deep-copying)."""
+        """The live object at key twice: the old state (shared, read-only: see _read_shared) and a
+        private copy to mutate (decoding the stored bytes is cheaper than a deep copy)."""
         get_raw = getattr(self.store, "get_raw", None)
         if get_raw is None:
             old = await self.store.get(key)
             return old, deep_copy(old) if old is not None else None
-        hit = await get_raw(key)
-        if hit is None:
+        old = await self._read_shared(key)
+        if old is None:
             return None, None
-        return materialize(hit[1], hit[0]), materialize(hit[1], hit[0])
+        hit = await get_raw(key)
+        if hit is None or str(hit[0]) != old["metadata"]["resourceVersion"]:
+            old = await self.store.get(key)  # written in between (an etcd store's read went out)
+            return (old, deep_copy(old)) if old is not None else (None, None)
+        return old, materialize(hit[1], hit[0])
+
+    async def _read_shared(self, key: str) -> Obj | None:
+        """The live object at key as the old state of an update: the store's shared decoded copy
+        (SqliteStore.peek: decoded once per revision) where it has one. The update path only reads
+        it; new objects may share its nested values but nothing writes into them (strategies share,
+        never mutate; see api/strategies._shared). KUBELING_VERIFY_SHARED=1 (the test suite) checks
+        that after every update."""
+        peek = getattr(self.store, "peek", None)
+        if peek is None:
+            return await self.store.get(key)
+        old = peek(key)
+        if old is not None and _VERIFY_SHARED:
+            self._shared_reads.append((old, orjson.dumps(old)))
+        return old
+
+    def _verify_shared_reads(self) -> None:
+        """Fail loudly (KUBELING_VERIFY_SHARED=1) if an update path wrote into a shared old object."""
+        reads, self._shared_reads = self._shared_reads, []
+        for obj, seen in reads:
+            if orjson.dumps(obj) != seen:
+                log.error("a shared stored object was modified: %s", obj.get("metadata", {}).get("name"))
+                raise errors.StatusError(500, "InternalError", "Internal error occurred: a shared stored "
+                                         "object was modified by an update")
 
     # ---- delete -----------------------------------------------------------------------------
     async def delete(self, resource: Resource, namespace: str | None, name: str,
