@@ -97,20 +97,35 @@ def _env(c: Obj) -> None:
             vf["fieldRef"].setdefault("apiVersion", "v1")
 
 
-def _container(c: Obj, *, regular: bool = True) -> None:
+# the container fields that have defaults inside them; most containers (and every running pod's
+# pause-like container) have none, so one set test replaces a lookup per field
+_CONTAINER_NESTED = frozenset({"ports", "env", "resources", "livenessProbe", "readinessProbe", "startupProbe",
+                               "lifecycle"})
+
+
+def _container(c: Obj, regular: bool = True, pod: bool = False) -> None:
+    """A container's defaults; ``pod``: a pod's own (not a template's), whose requests default to its limits."""
     if regular:
-        if "imagePullPolicy" not in c or not c["imagePullPolicy"]:
-            c["imagePullPolicy"] = image_pull_policy(str(c.get("image") or ""))
+        if not c.get("imagePullPolicy"):
+            image = c.get("image") or ""
+            policy = _PULL_POLICIES.get(image) if image.__class__ is str else None
+            c["imagePullPolicy"] = policy or image_pull_policy(str(image))
         c.setdefault("terminationMessagePath", "/dev/termination-log")
         c.setdefault("terminationMessagePolicy", "File")
-    # each piece below only acts on a field the container has: absent ones cost a lookup, not a call
+    if _CONTAINER_NESTED.isdisjoint(c):
+        return
     if "ports" in c:
         for port in _dicts(c["ports"]):
             port.setdefault("protocol", "TCP")
     if "env" in c:
         _env(c)
     if "resources" in c:
-        _round_up_milli(c["resources"])
+        res = c["resources"]
+        _round_up_milli(res)
+        if pod and res and isinstance(res, dict) and isinstance(res.get("limits"), dict) and res["limits"]:
+            req = _d(res, "requests")
+            for k, v in res["limits"].items():
+                req.setdefault(k, v)
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         if probe in c:
             _probe(c[probe])
@@ -121,51 +136,107 @@ def _container(c: Obj, *, regular: bool = True) -> None:
                 _handler(lc[hook])
 
 
-def _volume(v: Obj) -> None:
-    sources = [k for k in v if k != "name"]
-    if not sources:
-        v["emptyDir"] = {}
+def _field_refs(items: Any) -> None:
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict):
+                ref = item.get("fieldRef")
+                if isinstance(ref, dict):
+                    ref.setdefault("apiVersion", "v1")
+
+
+def _mode(src: Obj) -> None:
+    src.setdefault("defaultMode", 420)
+
+
+def _downward_api(src: Obj) -> None:
+    src.setdefault("defaultMode", 420)
+    _field_refs(src.get("items"))
+
+
+# the projected volume the ServiceAccount admission adds to nearly every pod, defaults included:
+# a pod read back and written again carries it unchanged, and one comparison (in C) shows that
+# defaulting it would change nothing
+_API_ACCESS_PROJECTED: Obj = {"defaultMode": 420, "sources": [
+    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
+                                                                   "fieldPath": "metadata.namespace"}}]}}]}
+
+
+def _projected(src: Obj) -> None:
+    if src == _API_ACCESS_PROJECTED:  # equal means every key below is there: nothing to default
         return
-    if isinstance(v.get("hostPath"), dict):
-        v["hostPath"].setdefault("type", "")
-    for key in ("secret", "configMap", "downwardAPI", "projected"):
-        if isinstance(v.get(key), dict):
-            v[key].setdefault("defaultMode", 420)
-    for item in _dicts((v.get("downwardAPI") or {}).get("items") if isinstance(v.get("downwardAPI"), dict) else None):
-        if isinstance(item.get("fieldRef"), dict):
-            item["fieldRef"].setdefault("apiVersion", "v1")
-    proj = v.get("projected")
-    if isinstance(proj, dict):
-        for src in _dicts(proj.get("sources")):
-            sat = src.get("serviceAccountToken")
+    src.setdefault("defaultMode", 420)
+    sources = src.get("sources")
+    if not isinstance(sources, list):
+        return
+    for s in sources:
+        if isinstance(s, dict):
+            sat = s.get("serviceAccountToken")
             if isinstance(sat, dict):
                 sat.setdefault("expirationSeconds", 3600)
-            da = src.get("downwardAPI")
+            da = s.get("downwardAPI")
             if isinstance(da, dict):
-                for item in _dicts(da.get("items")):
-                    if isinstance(item.get("fieldRef"), dict):
-                        item["fieldRef"].setdefault("apiVersion", "v1")
-    if isinstance(v.get("iscsi"), dict):
-        v["iscsi"].setdefault("iscsiInterface", "default")
-    if isinstance(v.get("rbd"), dict):
-        rbd = v["rbd"]
-        rbd.setdefault("pool", "rbd")
-        rbd.setdefault("user", "admin")
-        rbd.setdefault("keyring", "/etc/ceph/keyring")
-    if isinstance(v.get("azureDisk"), dict):
-        ad = v["azureDisk"]
-        ad.setdefault("cachingMode", "ReadWrite")
-        ad.setdefault("fsType", "ext4")
-        ad.setdefault("readOnly", False)
-        ad.setdefault("kind", "Shared")
-    eph = v.get("ephemeral")
-    if isinstance(eph, dict) and isinstance(eph.get("volumeClaimTemplate"), dict):
-        spec = eph["volumeClaimTemplate"].get("spec")
+                _field_refs(da.get("items"))
+
+
+def _host_path(src: Obj) -> None:
+    src.setdefault("type", "")
+
+
+def _iscsi(src: Obj) -> None:
+    src.setdefault("iscsiInterface", "default")
+
+
+def _rbd(src: Obj) -> None:
+    src.setdefault("pool", "rbd")
+    src.setdefault("user", "admin")
+    src.setdefault("keyring", "/etc/ceph/keyring")
+
+
+def _azure_disk(src: Obj) -> None:
+    src.setdefault("cachingMode", "ReadWrite")
+    src.setdefault("fsType", "ext4")
+    src.setdefault("readOnly", False)
+    src.setdefault("kind", "Shared")
+
+
+def _ephemeral(src: Obj) -> None:
+    tmpl = src.get("volumeClaimTemplate")
+    if isinstance(tmpl, dict):
+        spec = tmpl.get("spec")
         if isinstance(spec, dict):
             spec.setdefault("volumeMode", "Filesystem")
 
 
-def pod_spec(spec: Obj) -> None:
+# volume source -> its defaulter (called with the source when it is an object); a volume has one
+# source, so walking its keys beats asking for every source kind
+_VOLUME_SOURCES: dict[str, Callable[[Obj], None]] = {
+    "hostPath": _host_path, "secret": _mode, "configMap": _mode, "downwardAPI": _downward_api,
+    "projected": _projected, "iscsi": _iscsi, "rbd": _rbd, "azureDisk": _azure_disk, "ephemeral": _ephemeral,
+}
+
+
+def _volume(v: Obj) -> None:
+    if not v or (len(v) == 1 and "name" in v):  # no source at all: an emptyDir
+        v["emptyDir"] = {}
+        return
+    sources = _VOLUME_SOURCES
+    for key, src in v.items():
+        fn = sources.get(key)
+        if fn is not None and isinstance(src, dict):
+            fn(src)
+
+
+def _containers(cs: Any, regular: bool, pod: bool) -> None:
+    if isinstance(cs, list):
+        for c in cs:
+            if isinstance(c, dict):
+                _container(c, regular, pod)
+
+
+def pod_spec(spec: Obj, pod: bool = False) -> None:
     """SetDefaults_PodSpec plus its containers and volumes (pods and templates alike)."""
     if not spec.get("dnsPolicy"):
         spec["dnsPolicy"] = "ClusterFirst"
@@ -176,18 +247,19 @@ def pod_spec(spec: Obj) -> None:
     spec.setdefault("terminationGracePeriodSeconds", 30)
     if not spec.get("schedulerName"):
         spec["schedulerName"] = "default-scheduler"
+    # absent lists cost one membership test each: most pods have containers and nothing else
     if "initContainers" in spec:
-        for c in _dicts(spec["initContainers"]):
-            _container(c)
+        _containers(spec["initContainers"], True, pod)
     if "containers" in spec:
-        for c in _dicts(spec["containers"]):
-            _container(c)
+        _containers(spec["containers"], True, pod)
     if "ephemeralContainers" in spec:
-        for c in _dicts(spec["ephemeralContainers"]):
-            _container(c, regular=False)
+        _containers(spec["ephemeralContainers"], False, False)
     if "volumes" in spec:
-        for v in _dicts(spec["volumes"]):
-            _volume(v)
+        vols = spec["volumes"]
+        if isinstance(vols, list):
+            for v in vols:
+                if isinstance(v, dict):
+                    _volume(v)
 
 
 def _template(tmpl: Any) -> None:
@@ -196,17 +268,12 @@ def _template(tmpl: Any) -> None:
 
 
 def pod(obj: Obj) -> None:
-    spec = _d(obj, "spec")
-    pod_spec(spec)
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        spec = obj["spec"] = {}
+    pod_spec(spec, True)  # requests default to limits for pods only (not templates)
     if spec.get("enableServiceLinks") is None:
         spec["enableServiceLinks"] = True
-    # requests default to limits, for pods only (not templates)
-    for c in _dicts(spec.get("initContainers")) + _dicts(spec.get("containers")):
-        res = c.get("resources")
-        if res and isinstance(res, dict) and isinstance(res.get("limits"), dict) and res["limits"]:
-            req = _d(res, "requests")
-            for k, v in res["limits"].items():
-                req.setdefault(k, v)
     if spec.get("hostNetwork"):
         for c in _dicts(spec.get("initContainers")) + _dicts(spec.get("containers")):
             for p in _dicts(c.get("ports")):
@@ -530,14 +597,11 @@ DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
 }
 
 
-def _gk(resource: Any) -> tuple[str, str]:
-    if isinstance(resource, tuple):
-        return resource[0], resource[2]
-    return resource.group, resource.kind
-
-
 def apply_defaults(resource: Any, obj: Obj) -> None:
     """Fill in upstream's defaults in place (Resource, duck-typed object or (group, version, kind))."""
-    fn = DEFAULTERS.get(_gk(resource))
+    if isinstance(resource, tuple):
+        fn = DEFAULTERS.get((resource[0], resource[2]))
+    else:
+        fn = DEFAULTERS.get((resource.group, resource.kind))
     if fn is not None and isinstance(obj, dict):
         fn(obj)

@@ -52,6 +52,12 @@ class Webhooks:
             self._configs = configs
         return self._configs
 
+    def known_empty(self) -> bool:
+        """Whether the loaded configurations hold no webhook at all (then ``admit`` would return at
+        once; most clusters have none, and every write may skip the call). False until loaded."""
+        configs = self._configs
+        return configs is not None and not any(configs.values())
+
     # ---- entry point ------------------------------------------------------------------------
     async def admit(self, operation: str, resource: Any, obj: Obj | None, old: Obj | None, *,
                     user: dict[str, Any] | None, subresource: str = "") -> None:
