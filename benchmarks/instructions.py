@@ -39,6 +39,7 @@ NAME = "instructions"
 DESCRIPTION = ("instructions (callgrind Ir) per pod create / lease PUT / status PUT / patch, per request "
                "through the loopback and HTTP, and per stage")
 WORKER = Path(__file__).resolve().parent / "instructions_worker.py"
+WARM_UP = "warm-up"  # the worker's unreported first phase
 SIZES = {"full": (1000, 200), "quick": (300, 100), "tiny": (40, 20)}  # ops per verb, calls per piece
 OPS_NOTE = "in-process Registry + SqliteStore, 32 clients, no HTTP"
 REQUESTS_NOTE = "whole request path (Loopback or HTTP without TLS), 32 clients"
@@ -65,7 +66,8 @@ def callgrind_counts(mode: str, n: int, root: Path) -> list[tuple[str, int]]:
         names = labels.read_text().splitlines()
         counts = []
         for i, label in enumerate(names, start=1):
-            counts.append((label, _total(Path(f"{out}.{i}")) // n))
+            if label != WARM_UP:
+                counts.append((label, _total(Path(f"{out}.{i}")) // n))
         return counts
 
 
