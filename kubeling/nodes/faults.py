@@ -18,6 +18,7 @@ Globs match the image as written in the pod and its normalized form (docker.io/l
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from typing import Any
 
@@ -34,7 +35,14 @@ def parse_duration(text: str | None) -> float | None:
     """A Go duration ("1m30s", "500ms") or plain seconds ("5") in seconds; None if absent or bad."""
     if text is None:
         return None
-    text = str(text).strip()
+    if type(text) is str:  # annotation values: the same few texts on every sync
+        return _parse_duration(text)
+    return _parse_duration(str(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_duration(text: str) -> float | None:
+    text = text.strip()
     if not text:
         return None
     try:
@@ -54,23 +62,40 @@ def _annotations(obj: dict[str, Any] | None) -> dict[str, str]:
     return ((obj or {}).get("metadata") or {}).get("annotations") or {}
 
 
-def _globs(text: str | None) -> list[str]:
-    return [g.strip() for g in (text or "").split(",") if g.strip()]
+# Parsed annotations are memoized by their text: every pod and node sync reads them, they rarely
+# change, and a changed annotation is a new key (nothing to invalidate).
+@functools.lru_cache(maxsize=1024)
+def _globs(text: str | None) -> tuple[str, ...]:
+    return tuple(g.strip() for g in (text or "").split(",") if g.strip())
 
 
-def node_simulations(node: dict[str, Any] | None) -> set[str]:
-    return set(_globs(_annotations(node).get(SIMULATE)))
+@functools.lru_cache(maxsize=256)
+def _simulations(text: str | None) -> frozenset[str]:
+    return frozenset(_globs(text))
+
+
+def node_simulations(node: dict[str, Any] | None) -> frozenset[str]:
+    return _simulations(_annotations(node).get(SIMULATE))
+
+
+def node_fail_globs(node: dict[str, Any] | None, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The node's fail globs; the fleet-wide ones (``--fail-images``) apply where the node has none."""
+    own = _annotations(node).get(FAIL_IMAGES)
+    return _globs(own) if own is not None else tuple(default)
+
+
+def node_crash_globs(node: dict[str, Any] | None, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    own = _annotations(node).get(CRASH_IMAGES)
+    return _globs(own) if own is not None else tuple(default)
 
 
 def fail_images(node: dict[str, Any] | None, default: tuple[str, ...] = ()) -> list[str]:
     """The node's fail globs; the fleet-wide ones (``--fail-images``) apply where the node has none."""
-    own = _annotations(node).get(FAIL_IMAGES)
-    return _globs(own) if own is not None else list(default)
+    return list(node_fail_globs(node, default))
 
 
 def crash_images(node: dict[str, Any] | None, default: tuple[str, ...] = ()) -> list[str]:
-    own = _annotations(node).get(CRASH_IMAGES)
-    return _globs(own) if own is not None else list(default)
+    return list(node_crash_globs(node, default))
 
 
 def image_tag(image: str) -> str:
@@ -79,7 +104,12 @@ def image_tag(image: str) -> str:
     return last.split(":", 1)[1] if ":" in last else ""
 
 
-def image_matches(image: str, globs: list[str], *, default_tag_prefix: str = "") -> bool:
+def image_matches(image: str, globs: list[str] | tuple[str, ...], *, default_tag_prefix: str = "") -> bool:
+    return _image_matches(image, tuple(globs), default_tag_prefix)
+
+
+@functools.lru_cache(maxsize=4096)
+def _image_matches(image: str, globs: tuple[str, ...], default_tag_prefix: str) -> bool:
     if default_tag_prefix and image_tag(image).startswith(default_tag_prefix):
         return True
     if not globs:

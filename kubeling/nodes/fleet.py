@@ -10,7 +10,9 @@ Status writes are strategic merge patches (so conditions others own, like Networ
 survive). Unchanged node status is reported every nodeStatusReportFrequency (5 min), the first
 report after a change shifted by a per-node delay as upstream's kubelet does, so nodes registered
 together do not report together. With no pull or start delay a pod goes from bound to Running and
-Ready in one status write, as a kubelet with its images cached effectively reports.
+Ready in one status write, as a kubelet with its images cached effectively reports. That write
+coming back through the watch is recognised (same revision, same inputs; see
+:func:`kubeling.nodes.stages.echo_plan`) instead of computing the pod's status a second time.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ class NodeFleet:
         self._cidr_hint = 0
         self.leases = NodeLeases(client, duration=self.lease_duration, clock=clock, node_for=self._heartbeating)
         self._written: dict[str, tuple[str | None, Obj]] = {}  # key -> (rv we wrote over, answer)
+        self._echoes: dict[str, stages.WrittenStatus] = {}  # pod key -> the status we last wrote, until it is back
         self.nodes.add_handler(self._on_node)
         self.pods.add_handler(self._on_pod)
 
@@ -161,6 +164,7 @@ class NodeFleet:
             if etype == "DELETED":
                 self._release_ip(key)
                 self._written.pop(key, None)
+                self._echoes.pop(key, None)
             return
         if self._pod_node.get(key) != node:
             self._unindex_pod(key)
@@ -216,10 +220,9 @@ class NodeFleet:
         node_name = node["metadata"]["name"]
         if have and have[0] == node_name:
             return have[1]
-        idx = stages.index_of_pod_cidr(_spec(node).get("podCIDR"))
-        if idx is None:
+        prefix = stages.pod_ip_prefix(_spec(node).get("podCIDR"))
+        if prefix is None:
             return None
-        prefix = stages.pod_cidr_for_index(idx).rsplit(".", 1)[0]
         used = self._ips.setdefault(node_name, {})
         for host in range(2, 255):
             ip = f"{prefix}.{host}"
@@ -307,7 +310,9 @@ class NodeFleet:
             return  # not ours, or our kubelet is down
         ctx = self._ctx(node, self.clock())
         ctx.pod_ip = self._pod_ip_for(key, pod, node)
-        p = stages.plan(stages.POD_STAGES, pod, ctx)
+        # our own write coming back, nothing else changed: its verdict is known without the status
+        echo = self._echoes.pop(key, None)
+        p = (echo is not None and stages.echo_plan(echo, pod, ctx)) or stages.plan(stages.POD_STAGES, pod, ctx)
         ns, name = split_key(key)
         wrote = False
         if p.effect is not None and p.effect.delete:
@@ -325,6 +330,9 @@ class NodeFleet:
                                              subresource="status", patch_type="strategic")
             self._written[key] = (base, answer)
             wrote = True
+            echo = stages.written_status(pod, ctx, answer)
+            if echo is not None:
+                self._echoes[key] = echo
         if p.wait is not None and not (wrote and p.wait <= 0):
             self.pod_queue.add_after(key, p.wait + 0.01)
 

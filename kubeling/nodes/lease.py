@@ -123,8 +123,7 @@ class NodeLeases:
                  "spec": {**(base.get("spec") or {}), "holderIdentity": meta["name"],
                           "leaseDurationSeconds": self.duration, "renewTime": stages.fmt_micro_time(now)}}
         lease_meta = base.get("metadata") or {}
-        uid = meta.get("uid", "")
-        if not any(ref.get("kind") == "Node" and ref.get("uid") == uid for ref in lease_meta.get("ownerReferences") or ()):
+        if not _owned_by(lease_meta, meta.get("uid", "")):
             # a node re-created under the same name: its Lease belongs to the new one
             lease["metadata"] = {**lease_meta, "ownerReferences": [_owner(node)]}
         return lease
@@ -244,6 +243,13 @@ class NodeLeases:
                 log.info("lease %s: %r", name, e)
             finally:
                 self._pending.discard(name)
+
+
+def _owned_by(lease_meta: Obj, uid: str) -> bool:
+    for ref in lease_meta.get("ownerReferences") or ():
+        if ref.get("kind") == "Node" and ref.get("uid") == uid:
+            return True
+    return False
 
 
 def _owner(node: Obj) -> Obj:

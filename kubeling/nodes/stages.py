@@ -27,9 +27,9 @@ from datetime import datetime
 from typing import Any
 
 from kubeling.nodes.faults import (
-    crash_images,
-    fail_images,
     image_matches,
+    node_crash_globs,
+    node_fail_globs,
     node_simulations,
     parse_duration,
 )
@@ -84,13 +84,25 @@ def fmt_micro_time(t: float) -> str:
     return f"{_fmt_second(sec)}.{micros:06d}Z"
 
 
+_PARSED: dict[str, float | None] = {}  # parsed times: startTime and heartbeats are read on every sync
+
+
 def parse_time(s: str | None) -> float | None:
     if not s:
         return None
     try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+        return _PARSED[s]
+    except (KeyError, TypeError):
+        pass
+    try:
+        t: float | None = datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        return None
+        t = None
+    if type(s) is str:
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        _PARSED[s] = t
+    return t
 
 
 def backoff(n: int) -> float:
@@ -100,7 +112,7 @@ def backoff(n: int) -> float:
 
 # -- stages as data -------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class Ctx:
     """What a stage may look at besides the object: the clock, the node, fleet settings."""
 
@@ -176,8 +188,12 @@ def pod_cidr_for_index(i: int) -> str:
     return f"10.{244 + (i >> 8) % 12}.{i & 255}.0/24" if i < 256 * 12 else f"10.{128 + (i >> 8) - 12}.{i & 255}.0/24"
 
 
+_POD_CIDR = re.compile(r"10\.(\d+)\.(\d+)\.0/24")
+
+
+@functools.lru_cache(maxsize=16384)  # one per node: every node and pod sync asks
 def index_of_pod_cidr(cidr: str | None) -> int | None:
-    m = re.fullmatch(r"10\.(\d+)\.(\d+)\.0/24", cidr or "")
+    m = _POD_CIDR.fullmatch(cidr or "")
     if not m:
         return None
     a, b = int(m.group(1)), int(m.group(2))
@@ -188,13 +204,29 @@ def index_of_pod_cidr(cidr: str | None) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=16384)
+def pod_ip_prefix(cidr: str | None) -> str | None:
+    """The first three octets of the pod IPs in a node's podCIDR ("10.244.3"), None if not ours."""
+    idx = index_of_pod_cidr(cidr)
+    return None if idx is None else pod_cidr_for_index(idx).rsplit(".", 1)[0]
+
+
 def node_ip(node: Obj) -> str:
     """A deterministic 10.0.x.y InternalIP: from the pod CIDR's index, else from the name."""
-    idx = index_of_pod_cidr((node.get("spec") or {}).get("podCIDR"))
+    return _node_ip((node.get("spec") or {}).get("podCIDR"), node["metadata"]["name"])
+
+
+@functools.lru_cache(maxsize=16384)  # keyed by what it is made of: a new podCIDR is a new entry
+def _node_ip(cidr: str | None, name: str) -> str:
+    idx = index_of_pod_cidr(cidr)
     if idx is None:
-        idx = int(_digest(node["metadata"]["name"])[:8], 16) % 60000
+        idx = int(_digest(name)[:8], 16) % 60000
     host = idx + 2
     return f"10.0.{host >> 8}.{host & 255}"
+
+
+_OS_LABELS = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+              "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
 
 
 def node_metadata_patch(node: Obj, *, cidr_index: int | None) -> Obj | None:
@@ -202,12 +234,10 @@ def node_metadata_patch(node: Obj, *, cidr_index: int | None) -> Obj | None:
     meta = node.get("metadata") or {}
     name = meta["name"]
     labels = meta.get("labels") or {}
-    want = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-            "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
-    missing = {k: v for k, v in want.items() if k not in labels}
     patch: Obj = {}
-    if missing:
-        patch["metadata"] = {"labels": missing}
+    if "kubernetes.io/hostname" not in labels or any(k not in labels for k in _OS_LABELS):
+        want = {"kubernetes.io/hostname": name, **_OS_LABELS}
+        patch["metadata"] = {"labels": {k: v for k, v in want.items() if k not in labels}}
     if not (node.get("spec") or {}).get("podCIDR") and cidr_index is not None:
         cidr = pod_cidr_for_index(cidr_index)
         patch["spec"] = {"podCIDR": cidr, "podCIDRs": [cidr]}
@@ -261,26 +291,40 @@ NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false re
                      "message:Network plugin returns error: cni plugin not initialized")
 
 
+@functools.lru_cache(maxsize=64)
+def _wanted_conditions(sims: frozenset[str]) -> tuple[tuple[str, str, str, str], ...]:
+    """(type, status, reason, message) of the four kubelet-owned conditions under these simulations."""
+    out = [(ctype, "True", *bad) if sim in sims else (ctype, "False", *good)
+           for ctype, sim, good, bad in _NODE_CONDITIONS]
+    if "not-ready" in sims:
+        out.append(("Ready", "False", "KubeletNotReady", NOT_READY_MESSAGE))
+    else:
+        out.append(("Ready", "True", "KubeletReady", "kubelet is posting ready status"))
+    return tuple(out)
+
+
+def _conditions_by_type(obj: Obj) -> dict[Any, Obj]:
+    return {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
 def node_conditions(node: Obj, ctx: Ctx) -> list[Obj]:
     """The four conditions the kubelet owns, keeping lastTransitionTime while the status holds."""
-    sims = node_simulations(node)
-    current = {c.get("type"): c for c in (node.get("status") or {}).get("conditions") or []}
+    current = _conditions_by_type(node)
     now = fmt_time(ctx.now)
-
-    def cond(ctype: str, status: str, reason: str, message: str) -> Obj:
+    out = []
+    for ctype, status, reason, message in _wanted_conditions(node_simulations(node)):
         old = current.get(ctype) or {}
         transition = old.get("lastTransitionTime") if old.get("status") == status else None
-        return {"type": ctype, "status": status, "lastHeartbeatTime": now,
-                "lastTransitionTime": transition or now, "reason": reason, "message": message}
-
-    out = []
-    for ctype, sim, good, bad in _NODE_CONDITIONS:
-        out.append(cond(ctype, "True", *bad) if sim in sims else cond(ctype, "False", *good))
-    if "not-ready" in sims:
-        out.append(cond("Ready", "False", "KubeletNotReady", NOT_READY_MESSAGE))
-    else:
-        out.append(cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"))
+        out.append({"type": ctype, "status": status, "lastHeartbeatTime": now,
+                    "lastTransitionTime": transition or now, "reason": reason, "message": message})
     return out
+
+
+_DAEMON_ENDPOINTS = {"kubeletEndpoint": {"Port": KUBELET_PORT}}
+
+
+def _node_addresses(node: Obj, name: str) -> list[Obj]:
+    return [{"type": "InternalIP", "address": node_ip(node)}, {"type": "Hostname", "address": name}]
 
 
 def node_status(node: Obj, ctx: Ctx) -> Obj:
@@ -290,27 +334,38 @@ def node_status(node: Obj, ctx: Ctx) -> Obj:
     return {
         "capacity": cap,
         "allocatable": dict(cap),
-        "addresses": [{"type": "InternalIP", "address": node_ip(node)}, {"type": "Hostname", "address": name}],
+        "addresses": _node_addresses(node, name),
         "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
         "nodeInfo": node_info(name),
         "conditions": node_conditions(node, ctx),
     }
 
 
-def _strip_heartbeats(conditions: list[Obj]) -> dict[str, tuple]:
-    return {c.get("type"): (c.get("status"), c.get("reason"), c.get("message"), c.get("lastTransitionTime"))
-            for c in conditions}
-
-
 def _node_status_stale(node: Obj, ctx: Ctx) -> bool:
-    """Something owned differs (heartbeat times aside): the kubelet posts at once."""
-    want = node_status(node, ctx)
+    """Something owned differs (heartbeat times aside): the kubelet posts at once.
+
+    Compares with what node_status would post, piece by piece, without building it (every node
+    sync asks, and the answer is nearly always no).
+    """
     have = node.get("status") or {}
-    for key in ("capacity", "allocatable", "addresses", "daemonEndpoints", "nodeInfo"):
-        if have.get(key) != want[key]:
+    name = node["metadata"]["name"]
+    cap = node_capacity(node)
+    if (have.get("capacity") != cap or have.get("allocatable") != cap
+            or have.get("daemonEndpoints") != _DAEMON_ENDPOINTS or have.get("nodeInfo") != _node_info(name)
+            or have.get("addresses") != _node_addresses(node, name)):
+        return True
+    current = _conditions_by_type(node)
+    now = fmt_time(ctx.now)
+    for ctype, status, reason, message in _wanted_conditions(node_simulations(node)):
+        old = current.get(ctype)
+        if old is None:
             return True
-    have_conds = _strip_heartbeats(have.get("conditions") or [])
-    return any(have_conds.get(t) != v for t, v in _strip_heartbeats(want["conditions"]).items())
+        was = old.get("lastTransitionTime")
+        # the post keeps the transition time while the status holds, else it is now
+        if (old.get("status"), old.get("reason"), old.get("message"), was) != \
+                (status, reason, message, (was if old.get("status") == status else None) or now):
+            return True
+    return False
 
 
 def _last_heartbeat(node: Obj) -> float:
@@ -378,6 +433,7 @@ def lease_body(node: Obj, *, now: float, duration: int) -> Obj:
 
 # -- pods ---------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)  # a cluster runs few distinct images, each in many pods
 def normalize_image(image: str) -> str:
     """containerd's fully qualified reference: nginx -> docker.io/library/nginx:latest."""
     name, digest = (image.split("@", 1) + [""])[:2]
@@ -390,6 +446,7 @@ def normalize_image(image: str) -> str:
     return f"{name}@{digest}" if digest else name
 
 
+@functools.lru_cache(maxsize=4096)
 def image_id(image: str) -> str:
     ref = normalize_image(image)
     repo = ref.split("@", 1)[0]
@@ -426,7 +483,7 @@ def _deletion_due(pod: Obj, ctx: Ctx) -> float:
     return deadline - grace + stop_after(pod, ctx)   # deletionTimestamp = request time + grace
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ContainerRun:
     """One container's status at ctx.now and the next time it will change (None: never)."""
 
@@ -437,11 +494,11 @@ class ContainerRun:
 
 
 def _fails_pull(image: str, ctx: Ctx) -> bool:
-    return image_matches(image, fail_images(ctx.node, ctx.fail_images), default_tag_prefix="broken")
+    return image_matches(image, node_fail_globs(ctx.node, ctx.fail_images), default_tag_prefix="broken")
 
 
 def _crashes(image: str, ctx: Ctx) -> bool:
-    return image_matches(image, crash_images(ctx.node, ctx.crash_images), default_tag_prefix="crash")
+    return image_matches(image, node_crash_globs(ctx.node, ctx.crash_images), default_tag_prefix="crash")
 
 
 def _pull_failure(c: Obj, pod: Obj, start: float, ctx: Ctx) -> ContainerRun:
@@ -522,8 +579,8 @@ def _run_container(c: Obj, pod: Obj, start: float, ctx: Ctx, *, init: bool) -> C
     return ContainerRun(st, None if ready else start + ready_after, done=sidecar)
 
 
-def _cond(pod: Obj, ctx: Ctx, ctype: str, ok: bool, reason: str = "", message: str = "") -> Obj:
-    old = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), {})
+def _cond(current: dict[Any, Obj], ctx: Ctx, ctype: str, ok: bool, reason: str = "", message: str = "") -> Obj:
+    old = current.get(ctype) or {}
     status = "True" if ok else "False"
     transition = old.get("lastTransitionTime") if old.get("status") == status else None
     cond: Obj = {"type": ctype, "status": status, "lastProbeTime": None,
@@ -540,8 +597,11 @@ def _cond(pod: Obj, ctx: Ctx, ctype: str, ok: bool, reason: str = "", message: s
 
 def _readiness_gates(pod: Obj) -> str | None:
     """Upstream's message for the first readiness gate not True, if any."""
+    gates = pod["spec"].get("readinessGates")
+    if not gates:
+        return None
     conds = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
-    for gate in pod["spec"].get("readinessGates") or []:
+    for gate in gates:
         t = gate.get("conditionType")
         if t not in conds:
             return f'corresponding condition of pod readiness gate "{t}" does not exist.'
@@ -588,9 +648,12 @@ def pod_status(pod: Obj, ctx: Ctx, *, first: bool = False) -> tuple[Obj, float |
 
     # kubelet's getPhase: a container waiting that never ran keeps the pod Pending
     statuses = [r.status for r in runs]
-    waiting = sum(1 for s in statuses if "waiting" in s["state"] and not s["lastState"])
-    running = sum(1 for s in statuses if "running" in s["state"])
-    failed = [r for r in runs if r.failed]
+    waiting = running = failed = False
+    for r in runs:
+        state = r.status["state"]
+        waiting = waiting or ("waiting" in state and not r.status["lastState"])
+        running = running or "running" in state
+        failed = failed or r.failed
     policy = spec.get("restartPolicy", "Always")
     if not initialized or waiting:
         phase = "Pending"
@@ -606,15 +669,19 @@ def pod_status(pod: Obj, ctx: Ctx, *, first: bool = False) -> tuple[Obj, float |
     gate = _readiness_gates(pod)
     ready_reason = "PodCompleted" if terminal else "ContainersNotReady"
     ready_msg = "" if terminal else f"containers with unready status: [{' '.join(unready)}]"
+    # the first condition of each type, as a strategic merge keyed by type finds it
+    current: dict[Any, Obj] = {}
+    for c in status.get("conditions") or []:
+        current.setdefault(c.get("type"), c)
     conditions = [
-        _cond(pod, ctx, "PodReadyToStartContainers", sandbox),
-        _cond(pod, ctx, "Initialized", initialized, "ContainersNotInitialized",
+        _cond(current, ctx, "PodReadyToStartContainers", sandbox),
+        _cond(current, ctx, "Initialized", initialized, "ContainersNotInitialized",
               f"containers with incomplete status: [{' '.join(incomplete)}]"),
-        _cond(pod, ctx, "Ready", not unready and not gate and not terminal,
+        _cond(current, ctx, "Ready", not unready and not gate and not terminal,
               "ReadinessGatesNotReady" if not unready and gate else ready_reason, gate if not unready and gate else ready_msg),
-        _cond(pod, ctx, "ContainersReady", not unready and not terminal, ready_reason, ready_msg),
+        _cond(current, ctx, "ContainersReady", not unready and not terminal, ready_reason, ready_msg),
     ]
-    conditions.append(_cond(pod, ctx, "PodScheduled", True))  # pods created with nodeName lack it
+    conditions.append(_cond(current, ctx, "PodScheduled", True))  # pods created with nodeName lack it
 
     out: Obj = {
         "phase": phase,
@@ -631,14 +698,19 @@ def pod_status(pod: Obj, ctx: Ctx, *, first: bool = False) -> tuple[Obj, float |
     return out, (min(changes) if changes else None)
 
 
+_NO_CONDITION: Obj = {}
+
+
 def _owned_differs(pod: Obj, want: Obj) -> bool:
     have = pod.get("status") or {}
     for key, value in want.items():
         if key == "conditions":
             current = {c.get("type"): c for c in have.get("conditions") or []}
-            if any(current.get(c["type"], {}).get(k) != c.get(k) for c in value
-                   for k in ("status", "reason", "message")):
-                return True
+            for c in value:
+                old = current.get(c["type"], _NO_CONDITION)
+                if old.get("status") != c.get("status") or old.get("reason") != c.get("reason") \
+                        or old.get("message") != c.get("message"):
+                    return True
         elif have.get(key) != value:
             return True
     return False
@@ -648,13 +720,23 @@ def _starts_at_once(pod: Obj, ctx: Ctx) -> bool:
     return ctx.fast_start and pull_delay(pod, ctx) <= 0
 
 
+def _pod_create_effect(pod: Obj, ctx: Ctx) -> Effect:
+    first = not _starts_at_once(pod, ctx)
+    want, next_change = pod_status(pod, ctx, first=first)
+    ctx.extra[COMPUTED] = (want, next_change, first)
+    return Effect(status=want)
+
+
 def _pod_sync_effect(pod: Obj, ctx: Ctx) -> Effect:
     want, next_change = pod_status(pod, ctx)
     ctx.extra[_NEXT_CHANGE] = next_change  # for the recheck plan() asks next: one status computed, not two
+    ctx.extra[COMPUTED] = (want, next_change, False)
     return Effect(status=want) if _owned_differs(pod, want) else Effect()
 
 
 _NEXT_CHANGE = "pod-next-change"
+# ctx.extra after plan(): (status, next change, first post) of the pod status a stage computed
+COMPUTED = "pod-status-computed"
 
 
 def _pod_recheck(pod: Obj, ctx: Ctx) -> float | None:
@@ -677,7 +759,7 @@ POD_STAGES: list[Stage] = [
     Stage("pod-create",
           match=lambda p, c: not (p.get("status") or {}).get("startTime"),
           due=lambda p, c: 0.0,
-          effect=lambda p, c: Effect(status=pod_status(p, c, first=not _starts_at_once(p, c))[0]),
+          effect=_pod_create_effect,
           recheck=lambda p, c: c.now),
     # everything after: pulls, init containers, crash loops, pull back-off, readiness
     Stage("pod-run",
@@ -687,3 +769,85 @@ POD_STAGES: list[Stage] = [
           recheck=_pod_recheck),
 ]
 
+
+# -- the echo of a status write ----------------------------------------------------------------------
+
+@dataclass(slots=True)  # not frozen: one per status write, and a frozen __init__ costs more
+class WrittenStatus:
+    """A pod status the fleet computed and wrote, with everything it was computed from.
+
+    When the write comes back (the watch's echo of it, or the patch's answer) the pod-run stage
+    would compute the status again and find nothing to change. ``echo_plan`` reaches that verdict
+    by comparing inputs instead: the same revision as written, the same spec, annotations, uid,
+    node and fleet settings, a clock not past the status's next change. Anything else (a restarted
+    fleet, another writer, a changed node, a due change) computes the status as usual.
+    """
+
+    rv: str | None                     # the written revision's resourceVersion
+    spec: Obj
+    meta: tuple[Any, Any]              # (uid, annotations)
+    start_time: str | None             # status.startTime computed from; None: the first post, from the clock
+    pod_ip: tuple[Any, Any]            # (status.podIP, ctx.pod_ip) computed from
+    gates: str | None                  # the readiness gates' verdict computed from
+    node: tuple[Any, Any, Any]         # (name, annotations, podCIDR)
+    settings: tuple[Any, ...]
+    status: Obj                        # what was written
+    next_change: float | None
+    at: float
+
+
+def _node_inputs(node: Obj) -> tuple[Any, Any, Any]:
+    meta = node.get("metadata") or {}
+    return meta.get("name"), meta.get("annotations"), (node.get("spec") or {}).get("podCIDR")
+
+
+def _settings(ctx: Ctx) -> tuple[Any, ...]:
+    return ctx.pull_delay, ctx.start_delay, ctx.fail_images, ctx.crash_images, ctx.fast_start
+
+
+def written_status(pod: Obj, ctx: Ctx, answer: Obj) -> WrittenStatus | None:
+    """What ``echo_plan`` needs to recognise the echo of the status ``plan(POD_STAGES, pod, ctx)``
+    computed and the fleet wrote (``answer``: the API server's answer); None where the next
+    computation may differ (so it must run).
+
+    A first post computed its start from the clock, and the written startTime keeps whole seconds:
+    it is only reused when nothing in it depends on the start (no next change, no pull delay).
+    """
+    computed = ctx.extra.get(COMPUTED)
+    if computed is None or ctx.node is None:
+        return None
+    want, next_change, first = computed
+    if first or want.get("phase") in ("Succeeded", "Failed"):
+        return None
+    status = pod.get("status") or {}
+    start_time = status.get("startTime") or None
+    if start_time is None and (next_change is not None or pull_delay(pod, ctx) != 0):
+        return None
+    meta = pod.get("metadata") or {}
+    return WrittenStatus(
+        rv=(answer.get("metadata") or {}).get("resourceVersion"), spec=pod["spec"],
+        meta=(meta.get("uid"), meta.get("annotations")), start_time=start_time,
+        pod_ip=(status.get("podIP"), ctx.pod_ip), gates=_readiness_gates(pod), node=_node_inputs(ctx.node),
+        settings=_settings(ctx), status=want, next_change=next_change, at=ctx.now)
+
+
+def echo_plan(w: WrittenStatus, pod: Obj, ctx: Ctx) -> Plan | None:
+    """``plan(POD_STAGES, pod, ctx)`` without computing the status, when ``pod`` is the written
+    revision and nothing the status is made of changed since; None when it must be computed."""
+    meta = pod.get("metadata") or {}
+    if meta.get("resourceVersion") != w.rv or meta.get("deletionTimestamp") or ctx.node is None:
+        return None
+    if ctx.now < w.at or (w.next_change is not None and ctx.now >= w.next_change):
+        return None
+    spec = pod.get("spec")
+    status = pod.get("status") or {}
+    if (spec is not w.spec and spec != w.spec) or (meta.get("uid"), meta.get("annotations")) != w.meta \
+            or _node_inputs(ctx.node) != w.node or _settings(ctx) != w.settings:
+        return None
+    if w.start_time is not None and status.get("startTime") != w.start_time:
+        return None
+    if "podIP" not in w.status and (status.get("podIP"), ctx.pod_ip) != w.pod_ip:
+        return None
+    if _readiness_gates(pod) != w.gates or _owned_differs(pod, w.status):
+        return None
+    return Plan("pod-run", Effect(), None if w.next_change is None else max(w.next_change - ctx.now, 0.0))
