@@ -472,7 +472,7 @@ class DaemonSetController:
         now = time.time()
         with state.computing():
             hold = holdback.compute(ds, self.plan_informer.list(ds["metadata"].get("namespace")), nodes, by_node,
-                                    hash_=hash_, revisions=old)
+                                    hash_=hash_, revisions=old, placements=state.placements)
             actions = plan(ds, nodes, by_node, hash_=hash_, backoff=self.backoff, now=now,
                            placements=state.placements)
         for type_, reason, message in actions.events:

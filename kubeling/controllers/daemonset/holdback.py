@@ -10,14 +10,13 @@ the DaemonSet behaves exactly as upstream (``compute`` returns None).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubeling.controllers import history
-from kubeling.controllers.daemonset.placement import node_should_run_daemon_pod
 from kubeling.controllers.daemonset.pods import Pod, is_deleting
-from kubeling.controllers.rollout import steps
+from kubeling.controllers.rollout import nodeorder, steps
 
 Obj = dict[str, Any]
 
@@ -47,29 +46,45 @@ def revision_template(revision: Obj) -> Obj:
     return template
 
 
-def updated_nodes(by_node: dict[str, list[Pod]], hash_: str) -> set[str]:
+def updated_nodes(by_node: Mapping[str, list[Pod]], hash_: str) -> set[str]:
+    """Nodes with a live pod labelled with revision ``hash_``."""
+    label = history.CONTROLLER_REVISION_HASH_LABEL
     return {node for node, pods in by_node.items()
-            if any(not is_deleting(p) and ((p.get("metadata") or {}).get("labels") or {}).get(
-                history.CONTROLLER_REVISION_HASH_LABEL) == hash_ for p in pods)}
+            if any(not is_deleting(p) and ((p.get("metadata") or {}).get("labels") or {}).get(label) == hash_
+                   for p in pods)}
 
 
-def compute(ds: Obj, plans: Iterable[Obj], nodes: Iterable[Obj], by_node: dict[str, list[Pod]], *,
-            hash_: str, revisions: Iterable[Obj]) -> HoldBack | None:
-    """The hold-back for ``ds`` at revision ``hash_``, or None when nothing is held back."""
+def _stable_template(plan: Obj, revisions: Iterable[Obj]) -> tuple[str, Obj | None]:
+    stable = (plan.get("status") or {}).get("stableRevision") or ""
+    for rev in revisions:
+        if history.revision_hash(rev) == stable:
+            return stable, revision_template(rev)
+    return stable, None
+
+
+def compute(ds: Obj, plans: Iterable[Obj], nodes: Iterable[Obj], by_node: Mapping[str, list[Pod]], *,
+            hash_: str, revisions: Iterable[Obj],
+            placements: Mapping[str, tuple[bool, bool]] | None = None) -> HoldBack | None:
+    """The hold-back for ``ds`` at revision ``hash_``, or None when nothing is held back.
+
+    ``placements`` are the sync's ``node_should_run_daemon_pod`` answers by node name, if known.
+    The node order (the costly part at thousands of nodes) is asked only when the plan's step
+    decides, and the updated nodes only when a paused or failed rollout keeps to them: everything
+    else is answered from the plan's status alone (see ``steps.allowed_update_nodes``).
+    """
     plan = steps.plan_for(ds, plans)
     if plan is None:
         return None
-    eligible = [n for n in nodes if node_should_run_daemon_pod(n, ds)[0]]
-    order = steps.rollout_order(plan, eligible)
-    canaries = steps.count_canaries(plan, eligible)
-    allowed = steps.allowed_update_nodes(plan, hash_=hash_, order=order, canaries=canaries,
-                                         updated=updated_nodes(by_node, hash_))
+    order: list[str] = []
+    canaries = 0
+    updated: set[str] = set()
+    if steps.holds_by_step(plan, hash_):
+        ordered = nodeorder.eligible_in_order(plan, ds, nodes, placements=placements)
+        order, canaries = ordered.order, ordered.canaries
+        if steps.frozen(plan):
+            updated = updated_nodes(by_node, hash_)
+    allowed = steps.allowed_update_nodes(plan, hash_=hash_, order=order, canaries=canaries, updated=updated)
     if allowed is None:
         return None
-    stable = (plan.get("status") or {}).get("stableRevision") or ""
-    template = None
-    for rev in revisions:
-        if history.revision_hash(rev) == stable:
-            template = revision_template(rev)
-            break
+    stable, template = _stable_template(plan, revisions)
     return HoldBack(frozenset(allowed), stable, template, (plan.get("spec") or {}).get("maxUnavailable"))

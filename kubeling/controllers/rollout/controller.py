@@ -21,7 +21,8 @@ from kubeling.client.rest import ApiError, Client
 from kubeling.client.workqueue import WorkQueue
 from kubeling.controllers import history
 from kubeling.controllers.rollout.observe import observe
-from kubeling.controllers.rollout.reconcile import decide
+from kubeling.controllers.rollout.podview import PodView
+from kubeling.controllers.rollout.reconcile import WHY_LIMIT, decide
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ CHANGE_CAUSE = "kubernetes.io/change-cause"
 SYNC_PACE_MIN = 0.002   # syncs quicker than this are not paced (small clusters)
 SYNC_PACE_FACTOR = 3.0  # a plan waits this many times its last sync's work before the next one
 SYNC_PACE_MAX = 0.5     # the longest a plan is held back after a sync
+POD_VIEWS = 64         # DaemonSets whose pods are followed between syncs
+MAX_DIRTY = 50_000     # changed pods noted for one view before it is given up (built again)
+SYNC_PACE_WRITTEN = 0.1  # the least a plan is held back after a sync that wrote its status
 
 
 def _owner_uid(obj: dict[str, Any]) -> list[str]:
@@ -44,6 +48,23 @@ def current_revision(ds: dict[str, Any], revisions: list[dict[str, Any]]) -> dic
     """The DaemonSet's ControllerRevision holding its current template (newest if several)."""
     matching = [r for r in revisions if history.matches_template(ds, r)]
     return history.sort_by_revision(matching)[-1] if matching else None
+
+
+class _TrackedPods:
+    """A DaemonSet's :class:`PodView` and the keys of its pods that changed since it was last read."""
+
+    def __init__(self, view: PodView) -> None:
+        self.view = view
+        self.dirty: set[str] = set()
+        self.overflowed = False
+
+    def mark(self, key: str) -> None:
+        if self.overflowed:
+            return
+        self.dirty.add(key)
+        if len(self.dirty) > MAX_DIRTY:  # its plan is not syncing: build afresh when it does
+            self.overflowed = True
+            self.dirty.clear()
 
 
 class RolloutPlanController:
@@ -62,6 +83,9 @@ class RolloutPlanController:
         self.recorder = EventRecorder(client, COMPONENT)
         self._not_before: dict[str, float] = {}  # plan key -> loop time of its next sync (pacing)
         self._computed: dict[str, float] = {}  # plan key -> CPU seconds its sync spent in observe, decide
+        self._wrote: set[str] = set()  # plan keys whose sync (under way) wrote the plan's status
+        self._pod_views: dict[str, _TrackedPods] = {}  # DaemonSet uid -> its pods, as of its plan's last sync
+        self._following_pods = False  # whether _on_pod hears of every pod change (views may be kept)
 
     async def run(self) -> None:
         from kubeling.client.controller import run_controller
@@ -69,7 +93,8 @@ class RolloutPlanController:
         self.plans.add_handler(lambda _t, obj, _o: self.queue.add(object_key(obj)))
         self.daemonsets.add_handler(lambda _t, obj, _o: self._enqueue_for_ds(obj))
         self.revisions.add_handler(lambda _t, obj, _o: self._enqueue_for_owner(obj))
-        self.pods.add_handler(lambda _t, obj, _o: self._enqueue_for_owner(obj))
+        self.pods.add_handler(self._on_pod)
+        self._following_pods = True
         self.nodes.add_handler(self._on_node)
         self.factory.start()
         await asyncio.gather(*(i.wait_synced() for i in (self.plans, self.daemonsets, self.pods, self.nodes,
@@ -92,6 +117,33 @@ class RolloutPlanController:
                 if ds is not None:
                     self._enqueue_for_ds(ds)
 
+    def _on_pod(self, etype: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if self._pod_views:
+            key = object_key(pod)
+            for uid in {*_owner_uid(pod), *(_owner_uid(old) if old is not None else ())}:
+                tracked = self._pod_views.get(uid)
+                if tracked is not None:
+                    tracked.mark(key)
+        self._enqueue_for_owner(pod)
+
+    def _pod_view(self, uid: str, hash_: str) -> PodView:
+        """The DaemonSet's pods at revision ``hash_``: built from all of them when first asked (or
+        for a new revision), then brought up to date from the pods that changed since."""
+        if not self._following_pods:
+            return PodView.of(self.pods.by_index(OWNER_INDEX, uid), hash_)
+        tracked = self._pod_views.get(uid)
+        if tracked is None or tracked.view.hash != hash_ or tracked.overflowed:
+            if tracked is None and len(self._pod_views) >= POD_VIEWS:
+                self._pod_views.clear()  # DaemonSets long gone among them: start afresh
+            view = PodView.of(self.pods.by_index(OWNER_INDEX, uid), hash_)
+            self._pod_views[uid] = _TrackedPods(view)
+            return view
+        for key in tracked.dirty:
+            pod = self.pods.get_by_key(key)
+            tracked.view.put(key, pod if pod is not None and uid in _owner_uid(pod) else None)
+        tracked.dirty.clear()
+        return tracked.view
+
     def _on_node(self, etype: str, node: dict[str, Any], old: dict[str, Any] | None) -> None:
         if etype == "MODIFIED" and old is not None and (old["metadata"].get("labels") == node["metadata"].get(
                 "labels") and (old.get("spec") or {}).get("taints") == (node.get("spec") or {}).get("taints")):
@@ -110,24 +162,32 @@ class RolloutPlanController:
             self.queue.add_after(key, wait)
             return
         self._computed.pop(str(key), None)
+        self._wrote.discard(str(key))
         try:
             await self._sync(key)
         finally:
-            self._pace(str(key), self._computed.pop(str(key), 0.0))
+            self._pace(str(key), self._computed.pop(str(key), 0.0), wrote=str(key) in self._wrote)
 
-    def _pace(self, key: str, took: float) -> None:
-        """Hold the plan's next sync back by SYNC_PACE_FACTOR times the CPU this one spent.
+    def _pace(self, key: str, took: float, *, wrote: bool = False) -> None:
+        """Hold the plan's next sync back by SYNC_PACE_FACTOR times the CPU this one spent, and
+        by at least SYNC_PACE_WRITTEN after a status write.
 
         ``took`` counts only observe and decide: awaits run the in-process API server too.
         Each sync observes every node and daemon pod; at thousands of nodes, syncing again after
         each pod event of a rollout kept the process (API server, DaemonSet controller, fleet)
         busy with plan syncs. As in the DaemonSet controller, the queue collapses a burst's events
-        while the key waits, which bounds one plan's syncs to about a quarter of the CPU.
+        while the key waits, which bounds one plan's syncs to about a quarter of the CPU. Now that
+        a sync remembers what did not change (see nodeorder.py and podview.py) it costs little, but
+        during a rollout nearly each one writes new counts: the floor keeps the writes (and what
+        they cost the API server and every plan watcher) to about ten a second.
         """
-        if took < SYNC_PACE_MIN:
+        wait = took * SYNC_PACE_FACTOR if took >= SYNC_PACE_MIN else 0.0
+        if wrote:
+            wait = max(wait, SYNC_PACE_WRITTEN)
+        if wait <= 0.0:
             self._not_before.pop(key, None)
             return
-        self._not_before[key] = asyncio.get_running_loop().time() + min(took * SYNC_PACE_FACTOR, SYNC_PACE_MAX)
+        self._not_before[key] = asyncio.get_running_loop().time() + min(wait, SYNC_PACE_MAX)
 
     async def _sync(self, key: Any) -> None:
         namespace, name = split_key(str(key))
@@ -149,7 +209,8 @@ class RolloutPlanController:
         hash_ = history.revision_hash(cur)
         now = time.time()
         started = time.thread_time()
-        obs = observe(plan, ds, self.nodes.list(), self.pods.by_index(OWNER_INDEX, uid), hash_=hash_, now=now)
+        obs = observe(plan, ds, self.nodes.list(), self._pod_view(uid, hash_), hash_=hash_, now=now,
+                      why_limit=WHY_LIMIT, start_times=False)  # no more than decide reads
         decision = decide(plan, update_hash=hash_, ds_generation=int(ds["metadata"].get("generation") or 0),
                           obs=obs, now=now)
         self._computed[str(key)] = time.thread_time() - started
@@ -174,6 +235,7 @@ class RolloutPlanController:
         if status == (plan.get("status") or {}):
             return
         ns, name = plan["metadata"]["namespace"], plan["metadata"]["name"]
+        self._wrote.add(object_key(plan))
         updated = deep_copy(plan)
         for attempt in range(5):
             updated["status"] = status

@@ -159,7 +159,7 @@ def decide(plan: Obj, *, update_hash: str, ds_generation: int, obs: Observation,
     previous = (old.get("updatedNodes"), old.get("availableUpdatedNodes"), old.get("currentStep"))
     if progress != previous or not st.get("lastProgressTime"):
         st["lastProgressTime"] = _ts(now)
-    step_done = all(n in obs.available_updated for n in obs.order[:count])
+    step_done = obs.available_updated.issuperset(obs.order[:count])
     paused_now = st.get("phase") == "Paused" or bool(spec.get("paused"))
     if failure is None and not step_done and not paused_now:
         since = _seconds(st.get("lastProgressTime")) or now

@@ -44,40 +44,56 @@ def is_canary(plan: Obj, node: Obj) -> bool:
     return not label_selector_is_empty(selector) and label_selector_matches(selector, _labels(node))
 
 
-def _has_canaries(plan: Obj) -> bool:
+def has_canaries(plan: Obj) -> bool:
+    """Whether ``plan`` names canary nodes (an empty selector names none)."""
     return not label_selector_is_empty((plan.get("spec") or {}).get("canaryNodes"))
 
 
 def count_canaries(plan: Obj, eligible: Iterable[Obj]) -> int:
     """How many of ``eligible`` are canary nodes (0 at once without a canary selector)."""
-    return sum(1 for n in eligible if is_canary(plan, n)) if _has_canaries(plan) else 0
+    return sum(1 for n in eligible if is_canary(plan, n)) if has_canaries(plan) else 0
 
 
-def _natural_name_key(node: Obj) -> tuple[Any, ...]:
-    return natural_key(node["metadata"]["name"])
+OrderFacts = tuple[str, bool, str | None]  # (name, canary, topology value): all the order reads of a node
 
 
-def rollout_order(plan: Obj, eligible: Iterable[Obj]) -> list[str]:
-    """Names of the eligible nodes in the plan's update order (see module docstring)."""
-    nodes = sorted(eligible, key=_natural_name_key)
-    canary: list[str] = []
-    rest: list[Obj] = nodes
-    if _has_canaries(plan):
-        flags = [is_canary(plan, n) for n in nodes]
-        canary = [_name(n) for n, c in zip(nodes, flags, strict=True) if c]
-        rest = [n for n, c in zip(nodes, flags, strict=True) if not c]
-    key = (plan.get("spec") or {}).get("topologyKey")
-    if not key:
-        return canary + [_name(n) for n in rest]
+def order_facts(plan: Obj, node: Obj) -> OrderFacts:
+    """What of ``node`` decides its place in ``plan``'s order (see :func:`order_from_facts`)."""
+    spec = plan.get("spec") or {}
+    key = spec.get("topologyKey")
+    labels = _labels(node)
+    return (_name(node), has_canaries(plan) and is_canary(plan, node), labels.get(key) if key else None)
+
+
+def _natural_fact_key(facts: OrderFacts) -> tuple[Any, ...]:
+    return natural_key(facts[0])
+
+
+def order_from_facts(facts: Iterable[OrderFacts], *, topology: bool) -> list[str]:
+    """Names in update order from each eligible node's :func:`order_facts` (see module docstring).
+
+    ``topology`` says whether the plan has a ``topologyKey``; ties of the natural name order keep
+    the order of ``facts``.
+    """
+    nodes = sorted(facts, key=_natural_fact_key)
+    canary = [f[0] for f in nodes if f[1]]
+    rest = [f for f in nodes if not f[1]] if canary else nodes
+    if not topology:
+        return canary + [f[0] for f in rest]
     groups: dict[str, list[str]] = {}
-    for n in rest:
-        value = _labels(n).get(key)
-        groups.setdefault("\x00" if value is None else value, []).append(_name(n))
+    for name, _, value in rest:
+        groups.setdefault("\x00" if value is None else value, []).append(name)
     order = sorted(groups, key=lambda v: (v == "\x00", v))
     spread: list[str] = []
     for i in range(max((len(g) for g in groups.values()), default=0)):
         spread.extend(groups[v][i] for v in order if i < len(groups[v]))
     return canary + spread
+
+
+def rollout_order(plan: Obj, eligible: Iterable[Obj]) -> list[str]:
+    """Names of the eligible nodes in the plan's update order (see module docstring)."""
+    return order_from_facts([order_facts(plan, n) for n in eligible],
+                            topology=bool((plan.get("spec") or {}).get("topologyKey")))
 
 
 def steps_of(plan: Obj) -> list[Obj]:
@@ -117,6 +133,28 @@ def frozen(plan: Obj) -> bool:
     return bool((plan.get("spec") or {}).get("paused")) or status.get("phase") == "Failed"
 
 
+def _status_hold(plan: Obj, hash_: str) -> tuple[bool, set[str] | None]:
+    """``(True, answer)`` when the plan's status alone decides :func:`allowed_update_nodes`,
+    ``(False, None)`` when the step's share of the order does."""
+    status = plan.get("status") or {}
+    stable = status.get("stableRevision")
+    if not stable or stable == hash_:
+        return True, None
+    if status.get("updateRevision") != hash_:
+        return True, set()
+    if status.get("phase") == "Succeeded":
+        return True, None
+    if status.get("phase") == "RolledBack":
+        return True, set()  # the template is (about to be) back on the stable revision
+    return False, None
+
+
+def holds_by_step(plan: Obj | None, hash_: str) -> bool:
+    """Whether :func:`allowed_update_nodes` reads ``order`` (and ``updated`` when :func:`frozen`):
+    otherwise the plan's status alone decides, and the caller may pass empty ones."""
+    return plan is not None and not _status_hold(plan, hash_)[0]
+
+
 def allowed_update_nodes(plan: Obj | None, *, hash_: str, order: list[str], canaries: int,
                          updated: set[str]) -> set[str] | None:
     """Nodes that may carry revision ``hash_`` now, or None when the plan holds nothing back.
@@ -129,16 +167,10 @@ def allowed_update_nodes(plan: Obj | None, *, hash_: str, order: list[str], cana
     """
     if plan is None:
         return None
+    decided, answer = _status_hold(plan, hash_)
+    if decided:
+        return answer
     status = plan.get("status") or {}
-    stable = status.get("stableRevision")
-    if not stable or stable == hash_:
-        return None
-    if status.get("updateRevision") != hash_:
-        return set()
-    if status.get("phase") == "Succeeded":
-        return None
-    if status.get("phase") == "RolledBack":
-        return set()  # the template is (about to be) back on the stable revision
     count = step_count(plan, int(status.get("currentStep") or 0), eligible=len(order), canaries=canaries)
     allowed = set(order[:count])
     if frozen(plan):
