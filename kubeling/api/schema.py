@@ -36,7 +36,7 @@ class Node:
     """One compiled schema: ``kind`` plus children; ``go`` is the Go type name for messages."""
 
     __slots__ = ("kind", "go", "struct", "props", "meta", "item", "bits", "strict", "required", "check",
-                 "native", "nulls")
+                 "native", "nulls", "walks")
 
     def __init__(self, kind: int, go: str = "") -> None:
         self.kind = kind
@@ -51,6 +51,7 @@ class Node:
         self.check: Callable[[Any], bool] | None = None  # the compiled fast check (_checker)
         self.native: Callable[[Any], bool] | None = None  # the native one, of root nodes (_native)
         self.nulls: Callable[[Any], bool] = _never  # its second chance, for bodies with nulls (_native)
+        self.walks = 0  # validations walked before the fast checks are compiled (see COMPILE_AFTER)
 
     def child(self, name: str) -> Node | None:
         """The node of a property (objects) or of the items/values (arrays, maps)."""
@@ -430,6 +431,11 @@ def _checker(node: Node) -> Callable[[Any], bool]:
     return checker(node)
 
 
+# validations of a kind walked before its fast checks are compiled (tens of ms each: the Pod's native
+# check ~57 ms): start-up writes a few objects of many kinds, a cluster's traffic many of a few
+COMPILE_AFTER = 100
+
+
 def _native(node: Node) -> Callable[[Any], bool]:
     from kubeling.api.schemacompile import native_checks
 
@@ -464,15 +470,17 @@ def validate(resource: Any, obj: dict[str, Any], *,
     node = hit[1] if hit is not None and hit[0] is resource else root_node(resource)
     if node is None or not isinstance(obj, dict):
         return [], []
+    if node.native is None and node.walks < COMPILE_AFTER:
+        node.walks += 1  # a kind seldom written (start-up's roles, say) is not worth compiling
     # nothing to report: the usual case, settled without building a single path (the native check
     # does not tell a dict subclass from a dict: the walk refuses one)
-    if type(obj) is dict:
+    elif type(obj) is dict:
         try:
             if (node.native or _native(node))(obj) or node.nulls(obj):
                 return [], []
         except Exception:  # a value jsonschema-rs cannot read (a datetime from YAML, say): not its call
             pass
-    if (node.check or _checker(node))(obj):
+    if node.native is not None and (node.check or _checker(node))(obj):
         return [], []
     w = _Walk(prune=field_validation != "Strict")
     w.walk(node, obj, "", node.struct)
