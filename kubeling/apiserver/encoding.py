@@ -15,9 +15,19 @@ import yaml
 from kubeling.api import errors
 
 try:  # the C loader is an order of magnitude faster for big manifests
-    _YamlLoader: Any = yaml.CSafeLoader
+    _BaseLoader: Any = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _YamlLoader = yaml.SafeLoader
+    _BaseLoader = yaml.SafeLoader
+
+
+class _YamlLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """A YAML body decoded as upstream's YAML-to-JSON does: an unquoted timestamp stays the string it
+    is (creationTimestamp: 2024-01-01T00:00:00Z), never a Python datetime, so a decoded body holds
+    nothing but JSON values."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()}
 
 MAX_BODY = 3 * 1024 * 1024
 

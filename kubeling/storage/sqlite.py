@@ -540,15 +540,21 @@ class SqliteStore:
     async def create(self, key: str, obj: Obj) -> Obj:
         """See Store.create. Returns ``obj`` stamped with its resourceVersion in a new top-level and
         metadata dict (decoding the stored bytes again would cost a full copy); the caller's dict
-        is left as it was, the nested values are shared with it."""
+        is left as it was, the nested values are shared with it. The watch cache keeps the result as
+        the shared copy ``peek`` answers: neither it nor ``obj`` may be changed afterwards."""
         rev, _data = await self._submit("create", key, encode(obj), None)
-        return _stamped(obj, rev)
+        created = _stamped(obj, rev)
+        self.cache.remember(key, rev, created)  # the next update's old state, without a decode
+        return created
 
     async def update(self, key: str, obj: Obj, *, expected_revision: int) -> Obj:
         """See Store.update; returns ``obj`` stamped, as create. Writing back the current object
         unchanged adds no revision (as upstream)."""
-        rev, _data = await self._submit("update", key, encode(obj), expected_revision)
-        return _stamped(obj, rev)
+        rev, data = await self._submit("update", key, encode(obj), expected_revision)
+        updated = _stamped(obj, rev)
+        if data is not None:
+            self.cache.remember(key, rev, updated)  # the next update's old state, without a decode
+        return updated
 
     async def delete(self, key: str, *, expected_revision: int | None = None) -> Obj:
         rev, data = await self._submit("delete", key, None, expected_revision)
