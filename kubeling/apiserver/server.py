@@ -44,19 +44,34 @@ class Metrics:
 
     def __init__(self) -> None:
         # imported here: prometheus_client is ~25 ms of start-up that only /metrics and requests need
-        from prometheus_client import CollectorRegistry, Gauge
-
-        from kubeling.apiserver.metrics import RequestMetrics
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        # apiserver_request_total and apiserver_request_duration_seconds: counted by every request
-        self.requests = RequestMetrics((.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
-        self.registry.register(self.requests)
+        self.requests = Counter("apiserver_request_total", "Counter of apiserver requests",
+                                ["verb", "group", "version", "resource", "subresource", "code"],
+                                registry=self.registry)
+        self.latency = Histogram("apiserver_request_duration_seconds", "Response latency distribution",
+                                 ["verb", "group", "version", "resource", "subresource"],
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60),
+                                 registry=self.registry)
         self.watchers = Gauge("apiserver_registered_watchers", "Number of currently registered watchers",
                               ["group", "kind"], registry=self.registry)
         self.storage_objects = Gauge("apiserver_storage_objects", "Number of stored objects",
                                      ["resource"], registry=self.registry)
-        self.observe = self.requests.observe  # (verb, resource, subresource, code, seconds or None)
+        # labels() builds and checks a key per call; every request would pay that twice
+        self._children: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+    def observe(self, verb: str, res: Any, sub: str, code: int, seconds: float | None) -> None:
+        """Count a request (and its latency unless ``seconds`` is None, as for watches)."""
+        key = (verb, res.group, res.version, res.plural, sub, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(verb, res.group, res.version, res.plural, sub, str(code)),
+                None if seconds is None else self.latency.labels(verb, res.group, res.version, res.plural, sub))
+        children[0].inc()
+        if seconds is not None and children[1] is not None:
+            children[1].observe(seconds)
 
     def watchers_inc(self, res: Any) -> None:
         self.watchers.labels(res.group, res.kind).inc()
