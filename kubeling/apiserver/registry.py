@@ -517,8 +517,8 @@ class Registry:
                       opts: DeleteOptions) -> tuple[Obj, bool]:
         key = self.key(resource, namespace, name)
         for _attempt in range(20):
-            obj = await self.store.get(key)
-            if obj is None:
+            obj, new = await self._read_twice(key)  # obj is only read: the answer when nothing changes
+            if obj is None or new is None:
                 raise errors.not_found_error(resource.group, resource.plural, name)
             meta = obj["metadata"]
             pre = opts.preconditions or {}
@@ -533,7 +533,6 @@ class Registry:
                                       f"{meta.get('resourceVersion')}")
             await self.admission.admit_delete(resource, obj)
             strategy = self.strategies.strategy_for(resource)
-            new = deep_copy(obj)
             changed = self._prepare_deletion(resource, strategy, new, opts)
             nmeta = new["metadata"]
             pending = bool(nmeta.get("finalizers")) or (nmeta.get("deletionGracePeriodSeconds") or 0) > 0 \
