@@ -65,3 +65,23 @@ def test_event_decodes_once_and_only_when_asked() -> None:
     assert ev.prev_object is not None and ev.prev_object["spec"] == {"v": 1}
     assert ev.prev_object["metadata"]["resourceVersion"] == "8"
     assert Event("ADDED", "k", 1, new).prev_object is None
+
+
+def test_a_writes_own_dict_is_the_shared_copy_and_a_changed_one_is_caught(monkeypatch: Any) -> None:
+    import pytest
+
+    from kubeling.storage import watchcache
+    from kubeling.storage.watchcache import Change, WatchCache
+
+    obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "resourceVersion": "3"}, "spec": {"v": 1}}
+    cache = WatchCache()
+    cache.apply([Change("ADDED", "/registry/pods/ns/a", 3, encode(obj))])
+    cache.remember("/registry/pods/ns/a", 3, obj)
+    assert cache.peek("/registry/pods/ns/a") is obj  # served without decoding
+    cache.remember("/registry/pods/ns/a", 2, {"stale": True})  # not the live revision: ignored
+    assert cache.peek("/registry/pods/ns/a") is obj
+    monkeypatch.setattr(watchcache, "_VERIFY_SHARED", True)
+    assert cache.peek("/registry/pods/ns/a") is obj
+    obj["spec"]["v"] = 2  # someone wrote into the shared copy
+    with pytest.raises(AssertionError, match="was modified"):
+        cache.peek("/registry/pods/ns/a")

@@ -272,9 +272,7 @@ class ResourceHandlers:
     async def list(self, request: web.Request, res: Resource, info: RequestInfo) -> web.Response:
         opts = self._list_options(request, res)
         accept = request.headers.get("Accept", "")
-        if not encoding.wants(accept, "Table") and not encoding.wants(accept, "PartialObjectMetadataList") \
-                and not encoding.wants(accept, "PartialObjectMetadata"):
-            # plain JSON: made from the stored bytes when nothing needs the objects themselves
+        if "as=" not in accept:  # plain JSON (as GET): made from the stored bytes when nothing needs the objects
             data = await self.registry.list_json(res, info.namespace, opts)
             if data is not None:
                 return web.Response(body=go_escape(data), content_type=JSON)

@@ -550,10 +550,9 @@ class SqliteStore:
     async def update(self, key: str, obj: Obj, *, expected_revision: int) -> Obj:
         """See Store.update; returns ``obj`` stamped, as create. Writing back the current object
         unchanged adds no revision (as upstream)."""
-        rev, data = await self._submit("update", key, encode(obj), expected_revision)
+        rev, _data = await self._submit("update", key, encode(obj), expected_revision)
         updated = _stamped(obj, rev)
-        if data is not None:
-            self.cache.remember(key, rev, updated)  # the next update's old state, without a decode
+        self.cache.remember(key, rev, updated)  # the next update's old state, without a decode
         return updated
 
     async def delete(self, key: str, *, expected_revision: int | None = None) -> Obj:
