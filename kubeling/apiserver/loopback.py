@@ -81,37 +81,6 @@ class _Query(dict[str, str]):
         return default
 
 
-_MISSING = object()
-
-
-class _Headers(dict[str, str]):
-    """Request headers with case-insensitive look-ups. Kept as the client spelled them: both sides
-    spell them canonically (``Accept``, ``Content-Type``), so a look-up is one dict get; another
-    spelling goes through a lower-cased copy, made on the first such look-up."""
-
-    __slots__ = ("_lower",)
-
-    def __init__(self, headers: dict[str, str]) -> None:
-        super().__init__(headers)
-        self._lower: dict[str, str] | None = None
-
-    def _folded(self) -> dict[str, str]:
-        if self._lower is None:
-            self._lower = {k.lower(): v for k, v in self.items()}
-        return self._lower
-
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        value = dict.get(self, key, _MISSING)
-        return self._folded().get(key.lower(), default) if value is _MISSING else value
-
-    def __getitem__(self, key: str) -> str:
-        value = dict.get(self, key, _MISSING)
-        return self._folded()[key.lower()] if value is _MISSING else value  # type: ignore[return-value]
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and (dict.__contains__(self, key) or key.lower() in self._folded())
-
-
 class LoopbackStream:
     """What the watch handler writes its frames to instead of a chunked HTTP response."""
 
@@ -145,7 +114,7 @@ class LoopbackRequest(dict[str, Any]):
     __slots__ = ("method", "path", "query", "headers", "body", "content", "content_length", "host",
                  "match_info", "stream")
 
-    def __init__(self, method: str, path: str, query: _Query, headers: _Headers,
+    def __init__(self, method: str, path: str, query: _Query, headers: CIMultiDict[str],
                  body: bytes, *, streaming: bool = False) -> None:
         super().__init__()
         self.method = method
@@ -204,7 +173,7 @@ class Loopback:
         pairs = parse_qsl(qs, keep_blank_values=True) if qs else []
         if params:
             pairs.extend(params.items())
-        return LoopbackRequest(method, path, _Query(pairs), _Headers(headers), body or b"", streaming=streaming)
+        return LoopbackRequest(method, path, _Query(pairs), CIMultiDict(headers), body or b"", streaming=streaming)
 
     def _start(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
                body: bytes | None, *, streaming: bool = False
