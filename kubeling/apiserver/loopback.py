@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiDict
 
 if TYPE_CHECKING:
     from kubeling.apiserver.server import ApiServer
@@ -58,27 +58,6 @@ class _Body:
             n = len(self._data)
         data, self._data = self._data[:n], self._data[n:]
         return data
-
-
-class _Query(dict[str, str]):
-    """A request's query as the handlers read it (get, [], in, getall): the first value per key,
-    and every value for getall. Lighter than a MultiDict for the one or two parameters a
-    component's request carries."""
-
-    __slots__ = ("_pairs",)
-
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self._pairs = pairs
-        for k, v in pairs:
-            self.setdefault(k, v)
-
-    def getall(self, key: str, default: Any = ...) -> list[str]:
-        values = [v for k, v in self._pairs if k == key]
-        if values:
-            return values
-        if default is ...:
-            raise KeyError(key)
-        return default
 
 
 class LoopbackStream:
@@ -114,7 +93,7 @@ class LoopbackRequest(dict[str, Any]):
     __slots__ = ("method", "path", "query", "headers", "body", "content", "content_length", "host",
                  "match_info", "stream")
 
-    def __init__(self, method: str, path: str, query: _Query, headers: CIMultiDict[str],
+    def __init__(self, method: str, path: str, query: MultiDict[str], headers: CIMultiDict[str],
                  body: bytes, *, streaming: bool = False) -> None:
         super().__init__()
         self.method = method
@@ -173,7 +152,7 @@ class Loopback:
         pairs = parse_qsl(qs, keep_blank_values=True) if qs else []
         if params:
             pairs.extend(params.items())
-        return LoopbackRequest(method, path, _Query(pairs), CIMultiDict(headers), body or b"", streaming=streaming)
+        return LoopbackRequest(method, path, MultiDict(pairs), CIMultiDict(headers), body or b"", streaming=streaming)
 
     def _start(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
                body: bytes | None, *, streaming: bool = False
