@@ -82,3 +82,25 @@ def test_watch_frames_from_stored_bytes_equal_the_object(cluster: Cluster) -> No
     mine = [f for f in frames if f["object"]["metadata"]["name"] == "raw-watch"]
     assert [f["type"] for f in mine] == ["MODIFIED"] and mine[0]["object"] == after
     assert "\\u003cv\\u0026\\u003e" in out  # Go's escapes in the frame
+
+
+def test_a_yaml_body_keeps_unquoted_timestamps_as_strings(cluster: Cluster) -> None:
+    """As upstream's YAML-to-JSON: an unquoted timestamp is the string it reads as, not a date."""
+    import asyncio
+
+    from kubeling.client.rest import Client
+
+    body = (b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: raw-yaml\n"
+            b"  annotations:\n    since: 2024-01-01T00:00:00Z\n"
+            b"data:\n  day: 2024-01-02\n  at: 2024-01-02 10:00:00\n")
+
+    async def post() -> Any:
+        async with Client(cluster.client_config()) as c:
+            return await c.request("POST", "/api/v1/namespaces/default/configmaps", body=body,
+                                   content_type="application/yaml")
+
+    created = asyncio.run(post())
+    assert created["metadata"]["annotations"] == {"since": "2024-01-01T00:00:00Z"}
+    assert created["data"] == {"day": "2024-01-02", "at": "2024-01-02 10:00:00"}
+    got = json.loads(cluster.kubectl("get", "configmap", "raw-yaml", "-o", "json"))
+    assert got["data"] == created["data"] and got["metadata"]["annotations"] == created["metadata"]["annotations"]
