@@ -11,6 +11,8 @@ Ir) per operation:
 - requests: the request path around the handlers, a pod GET and a pod create through the in-process
   Loopback (middlewares, authentication, request info, routing, metrics, as `kubeling up`'s
   components send them) and a pod GET over plain HTTP to the aiohttp app (aiohttp's parsing too);
+- components: a pod create through the Loopback with no pod watchers, then with every component of
+  `kubeling up` running (their shared pod informer decoding the event, its indexes and handlers);
 - pieces: the stages of a write alone (schema walk, defaults, admission, validation, storage
   encoding), on a fresh create body and on a running pod.
 
@@ -43,6 +45,7 @@ WARM_UP = "warm-up"  # the worker's unreported first phase
 SIZES = {"full": (1000, 200), "quick": (300, 100), "tiny": (40, 20)}  # ops per verb, calls per piece
 OPS_NOTE = "in-process Registry + SqliteStore, 32 clients, no HTTP"
 REQUESTS_NOTE = "whole request path (Loopback or HTTP without TLS), 32 clients"
+COMPONENTS_NOTE = "`kubeling up`'s components on the loopback, 32 clients; until their informer has every pod"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +99,11 @@ def run(args: argparse.Namespace) -> list[Row]:
         rows.append(Row(NAME, label, ir, "Ir/op", note=OPS_NOTE))
     for label, ir in callgrind_counts("requests", n_ops, root):
         rows.append(Row(NAME, label, ir, "Ir/op", note=REQUESTS_NOTE))
+    comp = callgrind_counts("components", n_ops, root)
+    for label, ir in comp:
+        rows.append(Row(NAME, label, ir, "Ir/op", note=COMPONENTS_NOTE))
+    rows.append(Row(NAME, "in-process components, per new pod", comp[1][1] - comp[0][1], "Ir/op",
+                    note="the difference of the two rows above"))
     for label, ir in callgrind_counts("pieces", n_pieces, root):
         rows.append(Row(NAME, f"stage: {label}", ir, "Ir/call"))
     return rows

@@ -6,13 +6,17 @@ SqliteStore in a temporary directory, no HTTP) and brackets each measured phase 
 --dump-before=math_lcm``, so each phase becomes one dump holding exactly the instructions executed
 inside it; the phase's label is appended to LABELS once the phase is over (dump N <-> line N).
 
-usage: instructions_worker.py {ops,requests,pieces} N LABELS ROOT
+usage: instructions_worker.py {ops,requests,pieces,components} N LABELS ROOT
   ops       N pod creates by 32 concurrent clients, then N lease PUTs, N pod status PUTs, N label
             patches (the verbs a fleet of nodes and controllers keeps sending)
   requests  the whole request path around the handlers: N pod GETs and N pod creates through the
             in-process Loopback (the middlewares, request info, routing and metrics `kubeling up`
             components go through), then N pod GETs over plain HTTP to the aiohttp app
   pieces    each stage of one create/update, N times apiece on fresh bodies
+  components  N pod creates through the loopback with only the ServiceAccount controller running,
+            then N more with every `kubeling up` component too (one shared pod informer and its
+            handlers): each phase lasts until the components' pod informer holds every pod, so the
+            difference is what one new pod costs the in-process watchers
 ROOT is the tree whose ``kubeling`` is measured (a checkout of another commit compares the two).
 """
 
@@ -349,6 +353,62 @@ async def pieces(n: int, phases: Phases) -> None:
     await store.close()
 
 
+async def components(n: int, phases: Phases) -> None:
+    """Pod creates as `kubeling up` serves them, without and then with its in-process components."""
+    import yaml
+
+    from kubeling.apiserver.gctuning import keep_collections_short
+    from kubeling.apiserver.loopback import Loopback
+    from kubeling.cli.runtime import COMPONENTS, start_components, stop_components
+
+    store, server, reg = await _setup(phases)
+    server.ready = True
+    gct = asyncio.get_running_loop().create_task(keep_collections_short())
+    loopback = Loopback(server)
+    kubeconfig = os.path.join(tempfile.mkdtemp(prefix="kubeling-ir-"), "kubeconfig")
+    with open(kubeconfig, "w") as f:  # every request goes through the loopback: the address is never dialled
+        yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "c",
+                        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                        "users": [{"name": "u", "user": {"token": TOKEN}}],
+                        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}, f)
+    warm = CONCURRENCY
+    created = 0
+
+    async def measure(label: str, client: Any, seen: Callable[[], int]) -> None:
+        nonlocal created
+
+        async def create(i: int) -> None:
+            await client.create("pods", pod_body(f"c-{i}"), NAMESPACE)
+
+        async def settle(total: int) -> None:
+            while seen() < total:
+                await asyncio.sleep(0.005)
+
+        await _workers(warm, create, created)
+        created += warm
+        await settle(created)
+        phases.begin()
+        await _workers(n, create, created)
+        created += n
+        await settle(created)
+        phases.end(label)
+
+    alone = await start_components(kubeconfig, nodes=0, loopback=loopback, only=["serviceaccount"])
+    listed = await alone.client.list("pods", NAMESPACE)
+    base = len(listed["items"])
+    await measure("loopback pod create, no pod watchers", alone.client, lambda: base + created)
+    rest = [name for name, _ in COMPONENTS if name != "serviceaccount"]
+    everything = await start_components(kubeconfig, nodes=0, loopback=loopback, only=rest)
+    pods = everything.factory.informer("pods")
+    await pods.wait_synced()
+    await measure("loopback pod create, all components", everything.client, lambda: len(pods))
+    await stop_components(everything)
+    await stop_components(alone)
+    await loopback.close()
+    gct.cancel()
+    await store.close()
+
+
 def main() -> None:
     mode, n, labels, root = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     sys.path.insert(0, root)  # before the first import of kubeling
@@ -356,7 +416,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     phases = Phases(labels)
-    asyncio.run({"ops": ops, "requests": requests, "pieces": pieces}[mode](n, phases))
+    asyncio.run({"ops": ops, "requests": requests, "pieces": pieces, "components": components}[mode](n, phases))
 
 
 if __name__ == "__main__":
