@@ -114,6 +114,8 @@ async def _setup(phases: Phases) -> tuple[Any, Any, Any]:
                                               "groups": ["system:masters", "system:authenticated"]}})
     reg = server.registry
     await bootstrap(reg, ca_pem="x")
+    if hasattr(server, "start"):  # (trees before it had no start-up hooks to run)
+        await server.start()
     cat = server.catalogue
     await reg.create(cat.lookup("", "v1", "namespaces"), None, {"metadata": {"name": NAMESPACE}})
     await reg.create(cat.lookup("", "v1", "serviceaccounts"), NAMESPACE, {"metadata": {"name": "default"}})
@@ -260,11 +262,14 @@ async def requests(n: int, phases: Phases) -> None:
 
 async def _http_gets(server: Any, names: list[str],
                      measure: Callable[[str, Callable[[int], Awaitable[None]]], Awaitable[None]]) -> None:
-    """Pod GETs over HTTP/1.1 keep-alive (no TLS) to the aiohttp app, one connection per client; the
+    """Pod GETs over HTTP/1.1 keep-alive (no TLS) to the server's aiohttp server, one connection per client; the
     client is a few lines on asyncio streams, so the count is mostly the server's."""
     from aiohttp import web
 
-    runner = web.AppRunner(server.app, access_log=None)
+    if hasattr(server, "http_server"):
+        runner: web.BaseRunner = web.ServerRunner(server.http_server())
+    else:  # a tree from before the low-level server
+        runner = web.AppRunner(server.app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -366,7 +366,7 @@ class CrdController:
         with contextlib.suppress(errors.StatusError):
             await registry.guaranteed_update(crd_res, None, obj["metadata"]["name"], drop)
 
-    async def load(self, _app: web.Application | None = None) -> None:
+    async def load(self) -> None:
         """Serve every stored CRD (start-up, before /readyz turns ready)."""
         res = self.catalogue.lookup(_CRD_GROUP, "v1", _CRD_PLURAL)
         if res is None:
@@ -442,5 +442,5 @@ def install(server: Any) -> ApiExtensions:
     reg.may_convert = lambda resource: _custom(resource) is not None
     server.handlers.register_subresource("scale", _scale_handler(server), applies_to=_is_custom)
     server.response_hooks.append(_deprecation_hook(ext.controller))
-    server.app.on_startup.append(ext.controller.load)
+    server.startup_hooks.append(ext.controller.load)
     return ext

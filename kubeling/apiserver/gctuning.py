@@ -22,8 +22,6 @@ import contextlib
 import gc
 import logging
 
-from aiohttp import web
-
 log = logging.getLogger(__name__)
 
 FULL_EVERY = 600.0  # seconds between full collections (the only ones while serving)
@@ -47,20 +45,14 @@ async def keep_collections_short(*, full_every: float = FULL_EVERY) -> None:
         gc.set_threshold(*before)
 
 
-def install(app: web.Application) -> None:
-    """Run ``keep_collections_short`` from the app's start-up (after bootstrap) until its clean-up."""
-    key = web.AppKey("kubeling-gc-tuning", asyncio.Task)
+def start() -> asyncio.Task[None]:
+    """Run ``keep_collections_short`` while the API server serves (from after its bootstrap)."""
+    return asyncio.get_running_loop().create_task(keep_collections_short(), name="gc-tuning")
 
-    async def start(app: web.Application) -> None:
-        app[key] = asyncio.get_running_loop().create_task(keep_collections_short(), name="gc-tuning")
 
-    async def stop(app: web.Application) -> None:
-        task = app.get(key)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        gc.unfreeze()  # hand the objects back to the collector
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+async def stop(task: asyncio.Task[None]) -> None:
+    """End it and hand every object back to Python's own collector."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    gc.unfreeze()

@@ -2,7 +2,7 @@
 
 kube-apiserver gives its own post-start hooks a loopback client; `kubeling up` does the same for every
 component it composes (controllers, scheduler, node fleet). A loopback request goes through exactly
-what an HTTPS request goes through after the wire: the app's middlewares (errors and metrics,
+what an HTTPS request goes through after the wire: the server's request wrapper (errors and metrics,
 authentication with the component's bearer token, warnings), the same routes and handlers, JSON
 bodies in and out (so a component never shares a mutable object with the server). What it saves is
 the wire: TLS, HTTP framing and parsing, the kernel's socket buffers, and a task per request on
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from types import MappingProxyType
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -35,8 +33,6 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Any], Awaitable[web.StreamResponse]]
 _END = object()  # queued after a watch stream's last chunk
-# match_info of every request (read-only, so one serves all): the loopback's routes take no parameters
-_NO_MATCH: Mapping[str, str] = MappingProxyType({})
 
 
 class _Body:
@@ -91,7 +87,7 @@ class LoopbackRequest(dict[str, Any]):
     is a mapping for per-request values such as the user and the resource)."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "content", "content_length", "host",
-                 "match_info", "stream")
+                 "stream")
 
     def __init__(self, method: str, path: str, query: MultiDict[str], headers: CIMultiDict[str],
                  body: bytes, *, streaming: bool = False) -> None:
@@ -104,7 +100,6 @@ class LoopbackRequest(dict[str, Any]):
         self.content = _Body(body)
         self.content_length = len(body) if body else None
         self.host = "loopback"
-        self.match_info = _NO_MATCH
         self.stream = LoopbackStream() if streaming else None
 
     async def read(self) -> bytes:
@@ -123,27 +118,14 @@ class Loopback:
     def __init__(self, server: ApiServer) -> None:
         self.server = server
         self._chain: Handler | None = None
-        self._routes: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # the watches' tasks
         self._writes: dict[asyncio.Future[web.StreamResponse], asyncio.Task[None]] = {}  # answer -> task
 
     def _handler(self) -> Handler:
-        # as the app's routes: the server's request middleware around the handler, and aiohttp
-        # middlewares, if any, around that (built on first use: the app is complete by then)
+        # as HTTP requests: the server's routing behind its request wrapper (built on first use)
         if self._chain is None:
-            handler: Handler = self.server.serving(self._route)
-            for mw in reversed(self.server.app.middlewares):
-                handler = functools.partial(mw, handler=handler)  # as aiohttp binds them: no frame of its own
-            self._chain = handler
+            self._chain = self.server.serving(self.server.route)
         return self._chain
-
-    async def _route(self, request: LoopbackRequest) -> web.StreamResponse:
-        if self._routes is None:
-            self._routes = self.server.exact_get_routes()
-        handler = self._routes.get(request.path) if request.method == "GET" else None
-        if handler is not None:
-            return await handler(request)
-        return await self.server.dispatch(request)  # type: ignore[arg-type]
 
     @staticmethod
     def _request(method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],

@@ -49,8 +49,9 @@ CONTROLLER_MANAGER = [n for n, _ in COMPONENTS if n not in ("scheduler", "nodes"
 @dataclass
 class RunningApi:
     server: ApiServer
-    runner: web.AppRunner
+    runner: web.ServerRunner
     store: Any
+    gc_tuning: asyncio.Task[None] | None = None  # short GC pauses while serving (gctuning)
 
     _loopback: Any = None
 
@@ -66,6 +67,10 @@ class RunningApi:
         if self._loopback is not None:
             await self._loopback.close()
         await self.runner.cleanup()
+        if self.gc_tuning is not None:
+            from kubeling.apiserver import gctuning
+
+            await gctuning.stop(self.gc_tuning)
         await self.store.close()
 
 
@@ -113,7 +118,7 @@ async def start_apiserver(*, data_dir: Path, port: int, store_url: str, bind_add
     # imported here, not at the top: `kubeling --help` and the component commands don't need them
     from aiohttp import web
 
-    from kubeling.apiserver import certs
+    from kubeling.apiserver import certs, gctuning
     from kubeling.apiserver.bootstrap import bootstrap
     from kubeling.apiserver.server import ApiServer, make_ssl_context
     from kubeling.storage import open_store
@@ -126,7 +131,8 @@ async def start_apiserver(*, data_dir: Path, port: int, store_url: str, bind_add
     await store.start()
     server = ApiServer(store, tokens=certs.read_token_file(pki.tokens_file))
     await bootstrap(server.registry, ca_pem=pki.ca_cert.read_text())
-    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await server.start()
+    runner = web.ServerRunner(server.http_server(), handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, bind_address, port, ssl_context=make_ssl_context(pki.serving_cert, pki.serving_key),
                        backlog=1024, reuse_address=True)
@@ -135,7 +141,7 @@ async def start_apiserver(*, data_dir: Path, port: int, store_url: str, bind_add
     certs.write_kubeconfig(data_dir / "kubeconfig", server=f"https://{host}:{port}", ca_cert=pki.ca_cert,
                            token=pki.admin_token)
     server.ready = True
-    return RunningApi(server, runner, store)
+    return RunningApi(server, runner, store, gctuning.start())
 
 
 def _load(path: str) -> Any:
