@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,11 +15,15 @@ from typing import Any
 
 import pytest
 
+from kubeling.storage.watchcache import SHARED_EVENT_MODIFIED
+
 ROOT = Path(__file__).resolve().parent.parent
 KUBELING = [sys.executable, "-m", "kubeling.cli.main"]
 # the project's shared material (seed manifests, real node agents' manifests) sits beside the repo;
 # KUBELING_SHARED points elsewhere for a clone that lives somewhere else
 SHARED = Path(os.environ.get("KUBELING_SHARED") or ROOT.parent / "shared")
+# what the servers' log says when a watcher changed a shared watch object (the words after the key)
+SHARED_EVENT_MARK = SHARED_EVENT_MODIFIED.rsplit("%d", 1)[1].strip()
 
 
 def require_shared() -> Path:
@@ -51,6 +56,7 @@ class Cluster:
         # KUBELING_VERIFY_SHARED: the server fails an update that wrote into a shared stored object
         env = dict(os.environ, PYTHONUNBUFFERED="1", KUBELING_VERIFY_SHARED="1")
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self._log_start = log.tell()
         self.proc = subprocess.Popen(
             [*KUBELING, "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
              "--nodes", str(self.nodes), *self.extra_args],
@@ -87,6 +93,15 @@ class Cluster:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        self._check_shared_events()
+
+    def _check_shared_events(self) -> None:
+        """Fail if the server found a watch event's shared object changed (KUBELING_VERIFY_SHARED)."""
+        with contextlib.suppress(OSError), self.log_path.open("rb") as f:
+            f.seek(self._log_start)
+            bad = [line for line in f.read().decode(errors="replace").splitlines() if SHARED_EVENT_MARK in line]
+            self._log_start = f.tell()
+            assert not bad, "a watcher changed a shared watch object:\n" + "\n".join(bad[:5])
 
     def kill9(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -85,3 +85,38 @@ def test_a_writes_own_dict_is_the_shared_copy_and_a_changed_one_is_caught(monkey
     obj["spec"]["v"] = 2  # someone wrote into the shared copy
     with pytest.raises(AssertionError, match="was modified"):
         cache.peek("/registry/pods/ns/a")
+
+
+def test_a_changed_shared_watch_object_is_reported(monkeypatch: Any, caplog: Any) -> None:
+    """Watchers share each event's decoded object (in-process informers keep it in their caches); the
+    test suite's servers report one that was changed when it leaves the shared window, and at close."""
+    import asyncio
+    import logging
+
+    from kubeling.storage import watchcache
+    from kubeling.storage.watchcache import Change, WatchCache
+
+    monkeypatch.setattr(watchcache, "_VERIFY_SHARED", True)
+    monkeypatch.setattr(watchcache, "_SHARED_EVENTS", 2)
+
+    def pod(name: str, v: int) -> bytes:
+        return encode({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"v": v}})
+
+    async def scenario() -> None:
+        cache = WatchCache()
+        events = cache.watch("/registry/pods/", revision=0)
+        cache.apply([Change("ADDED", f"/registry/pods/ns/p{i}", i + 1, pod(f"p{i}", i)) for i in range(4)])
+        seen = [await events.__anext__() for _ in range(2)]
+        assert seen[0].object["spec"]["v"] == 0
+        seen[1].object["spec"]["v"] = 99  # a watcher wrote into the shared object
+        seen += [await events.__anext__() for _ in range(2)]  # p1 leaves the window of two
+        seen[3].object["spec"]["v"] = 42  # ... and into one still in the window at close
+        cache.close()
+        await events.aclose()  # type: ignore[attr-defined]
+
+    with caplog.at_level(logging.ERROR, logger="kubeling.storage.watchcache"):
+        asyncio.run(scenario())
+    reported = [r.getMessage() for r in caplog.records]
+    assert any("/registry/pods/ns/p1 at revision 2 was modified" in m for m in reported), reported
+    assert any("/registry/pods/ns/p3 at revision 4 was modified" in m for m in reported), reported
+    assert not any("ns/p0 " in m or "ns/p2 " in m for m in reported), reported

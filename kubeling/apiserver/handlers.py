@@ -535,6 +535,10 @@ class ResourceHandlers:
         last_rv = str(self.registry.store.current_revision())
 
         plain = not as_table and not as_meta
+        # an in-process informer (the loopback) takes the events as objects: the store event's decoded
+        # object, one for every such watcher, instead of a frame each encodes and it decodes again
+        objects = plain and getattr(resp, "objects", False)
+        pack: Callable[[list[Any]], Any] = list if objects else b"".join
 
         def frame(kind: str, obj: Obj) -> bytes:
             if kind in ("ADDED", "MODIFIED", "DELETED"):
@@ -548,7 +552,7 @@ class ResourceHandlers:
                     obj = encoding.partial_metadata(obj)
             return go_json({"type": kind, "object": obj}) + b"\n"
 
-        def bookmark(rv: str, initial_end: bool = False) -> bytes:
+        def bookmark(rv: str, initial_end: bool = False) -> Any:  # a frame, or an event in objects mode
             meta: Obj = {"resourceVersion": rv}
             if initial_end:
                 meta["annotations"] = {"k8s.io/initial-events-end": "true"}
@@ -556,13 +560,17 @@ class ResourceHandlers:
             if as_table or as_meta:
                 obj = {"kind": "PartialObjectMetadata" if as_meta else res.kind,
                        "apiVersion": "meta.k8s.io/v1" if as_meta else res.api_version, "metadata": meta}
+            if objects:
+                return {"type": "BOOKMARK", "object": obj}
             return go_json({"type": "BOOKMARK", "object": obj}) + b"\n"
 
-        def encode(item: tuple[str, Obj | Event]) -> bytes:
+        def encode(item: tuple[str, Obj | Event]) -> Any:  # a frame, or an event in objects mode
             nonlocal last_rv
             kind, obj = item
             if isinstance(obj, Event):  # a change as the store keeps it
                 last_rv = str(obj.revision)
+                if objects:
+                    return {"type": kind, "object": obj.object}
                 if plain:
                     return _FRAMES.frame(kind, obj)  # made from the stored bytes, shared by every watcher
                 obj = obj.object
@@ -571,6 +579,8 @@ class ResourceHandlers:
                 return bookmark(last_rv, True)
             else:
                 last_rv = obj["metadata"].get("resourceVersion", last_rv)
+            if objects:
+                return {"type": kind, "object": obj}
             return frame(kind, obj)
 
         # A reader task encodes events into ``frames`` as they come; this coroutine writes whatever
@@ -615,14 +625,14 @@ class ResourceHandlers:
             if expired is not None:
                 raise expired
             if first is not None:
-                await resp.write(encode(first))
+                await resp.write(pack([encode(first)]))
             reader = asyncio.ensure_future(read(pending))
             pending = None  # type: ignore[assignment]  # the reader owns it now
             while True:
                 await wake.wait()
                 wake.clear()
                 if frames:
-                    chunk = b"".join(frames)
+                    chunk = pack(frames)
                     frames.clear()
                     room.set()
                     await resp.write(chunk)
@@ -638,11 +648,12 @@ class ResourceHandlers:
                     due["bookmark"] = False
                     timers[1] = loop.call_later(BOOKMARK_INTERVAL, alarm, "bookmark")
                     if bookmarks:
-                        await resp.write(bookmark(str(max(int(last_rv or 0),
-                                                          self.registry.store.current_revision()))))
+                        await resp.write(pack([bookmark(str(max(int(last_rv or 0),
+                                                                self.registry.store.current_revision())))]))
         except errors.StatusError as exc:
             with contextlib.suppress(Exception):
-                await resp.write(go_json({"type": "ERROR", "object": exc.status}) + b"\n")
+                error = {"type": "ERROR", "object": exc.status}
+                await resp.write([error] if objects else go_json(error) + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

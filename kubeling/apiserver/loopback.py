@@ -57,9 +57,14 @@ class _Body:
 
 
 class LoopbackStream:
-    """What the watch handler writes its frames to instead of a chunked HTTP response."""
+    """What the watch handler writes its frames to instead of a chunked HTTP response.
 
-    def __init__(self) -> None:
+    With ``objects`` the handler writes lists of events (``{"type", "object"}``) instead of bytes: the
+    objects are the store's decoded ones, shared by every watcher of the event, which must not
+    change them (as client-go's informer caches)."""
+
+    def __init__(self, *, objects: bool = False) -> None:
+        self.objects = objects
         self.status = 200
         self.headers: CIMultiDict[str] = CIMultiDict()
         self.content_type = "application/json"
@@ -74,7 +79,7 @@ class LoopbackStream:
         self.prepared = True
         self.ready.set()
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: Any) -> None:
         self.chunks.put_nowait(data)
 
     async def write_eof(self, data: bytes = b"") -> None:
@@ -90,7 +95,7 @@ class LoopbackRequest(dict[str, Any]):
                  "stream")
 
     def __init__(self, method: str, path: str, query: MultiDict[str], headers: CIMultiDict[str],
-                 body: bytes, *, streaming: bool = False) -> None:
+                 body: bytes, *, streaming: bool = False, objects: bool = False) -> None:
         super().__init__()
         self.method = method
         self.path = path
@@ -100,7 +105,7 @@ class LoopbackRequest(dict[str, Any]):
         self.content = _Body(body)
         self.content_length = len(body) if body else None
         self.host = "loopback"
-        self.stream = LoopbackStream() if streaming else None
+        self.stream = LoopbackStream(objects=objects) if streaming else None
 
     async def read(self) -> bytes:
         """The whole body, as aiohttp's Request.read (the TokenRequest handler reads it so)."""
@@ -129,17 +134,18 @@ class Loopback:
 
     @staticmethod
     def _request(method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
-                 body: bytes | None, *, streaming: bool = False) -> LoopbackRequest:
+                 body: bytes | None, *, streaming: bool = False, objects: bool = False) -> LoopbackRequest:
         path, _, qs = path.partition("?")
         pairs = parse_qsl(qs, keep_blank_values=True) if qs else []
         if params:
             pairs.extend(params.items())
-        return LoopbackRequest(method, path, MultiDict(pairs), CIMultiDict(headers), body or b"", streaming=streaming)
+        return LoopbackRequest(method, path, MultiDict(pairs), CIMultiDict(headers), body or b"",
+                               streaming=streaming, objects=objects)
 
     def _start(self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
-               body: bytes | None, *, streaming: bool = False
+               body: bytes | None, *, streaming: bool = False, objects: bool = False
                ) -> tuple[LoopbackRequest, asyncio.Task[web.StreamResponse]]:
-        request = self._request(method, path, params, headers, body, streaming=streaming)
+        request = self._request(method, path, params, headers, body, streaming=streaming, objects=objects)
         task = asyncio.ensure_future(self._serve(request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -194,9 +200,12 @@ class Loopback:
         return resp.status, _content_type(resp), _body_bytes(resp), resp.headers  # type: ignore[return-value]
 
     async def stream(self, path: str, *, params: dict[str, str] | None,
-                     headers: dict[str, str]) -> AsyncIterator[bytes]:
-        """A watch: its chunks as the handler writes them; an error answer raises LoopbackError."""
-        request, task = self._start("GET", path, params, headers, None, streaming=True)
+                     headers: dict[str, str], objects: bool = False) -> AsyncIterator[Any]:
+        """A watch: its chunks as the handler writes them; an error answer raises LoopbackError.
+
+        ``objects``: a plain JSON watch yields lists of events (shared, read-only objects, see
+        LoopbackStream) rather than bytes; any other answer (a Table, metadata) stays bytes."""
+        request, task = self._start("GET", path, params, headers, None, streaming=True, objects=objects)
         stream = request.stream
         assert stream is not None
         stream_ready = asyncio.ensure_future(stream.ready.wait())

@@ -362,10 +362,19 @@ class Client:
         from kubeling.apiserver.loopback import LoopbackError  # loaded already: the server is in this process
 
         assert self._loopback is not None
-        chunks = self._loopback.stream(path, params=params, headers=self._loopback_headers)
+        # events as objects (the server's decoded ones, shared: an informer keeps them read-only), not
+        # frames to decode; a stream of bytes still comes for anything but a plain JSON watch
+        chunks = self._loopback.stream(path, params=params, headers=self._loopback_headers, objects=True)
         try:
             buf = b""
             async for chunk in chunks:
+                if type(chunk) is list:
+                    for event in chunk:
+                        if event["type"] == "ERROR":
+                            status = event.get("object") or {}
+                            raise ApiError.from_status(int(status.get("code") or 500), status)
+                        yield event
+                    continue
                 buf += chunk
                 if b"\n" not in chunk:
                     continue

@@ -92,6 +92,10 @@ class Event:
             self._prev = materialize(self.prev_data, self.prev_revision)
         return self._prev
 
+    def shared_object_intact(self) -> bool:
+        """False if the decoded ``object`` handed out was changed since (a check for the test suite)."""
+        return self._object is None or self._object == materialize(self.data, self.revision)
+
     def json(self) -> bytes:
         if self._json is None:
             self._json = stamped_json(self.data, self.revision)

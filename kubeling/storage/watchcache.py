@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -33,12 +34,24 @@ from dataclasses import dataclass, field
 from kubeling.storage.codec import materialize
 from kubeling.storage.interface import Compacted, Event, ListResult, Obj
 
+log = logging.getLogger(__name__)
+
 # The largest code point sorts after every key: the upper bound of the empty prefix.
 _TOP = chr(0x10FFFF)
 _PEEK_ENTRIES = 4096  # peek's memo is dropped whole when it grows past this
 _SHARED_EVENTS = 512  # the newest changes keep their decoded event for the next watcher
 # the test suite's servers check every shared copy peek hands out against the stored bytes
 _VERIFY_SHARED = os.environ.get("KUBELING_VERIFY_SHARED") == "1"
+
+
+SHARED_EVENT_MODIFIED = "the shared object of watch event %s at revision %d was modified by a watcher"
+
+
+def _check_intact(ch: Change) -> None:
+    """Watchers (in-process informers among them) share each event's decoded object and must not change
+    it; the test suite's servers check every one when it leaves the window, and at close."""
+    if ch.event is not None and not ch.event.shared_object_intact():
+        log.error(SHARED_EVENT_MODIFIED, ch.key, ch.revision)
 
 
 def prefix_end(prefix: str) -> str:
@@ -139,6 +152,9 @@ class WatchCache:
         """End every watcher (they finish after draining what they have)."""
         for w in list(self._watchers):
             w.end()
+        if _VERIFY_SHARED:
+            for ch in self._decoded:
+                _check_intact(ch)
 
     # --- reading ---------------------------------------------------------
 
@@ -166,7 +182,10 @@ class WatchCache:
             decoded = self._decoded
             decoded.append(ch)
             if len(decoded) > _SHARED_EVENTS:
-                decoded.popleft().event = None
+                dropped = decoded.popleft()
+                if _VERIFY_SHARED:
+                    _check_intact(dropped)
+                dropped.event = None
         return ev
 
     def peek(self, key: str) -> Obj | None:
