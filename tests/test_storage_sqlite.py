@@ -406,3 +406,41 @@ def test_open_store_urls(tmp_path: Path) -> None:
 
 def test_raw_commit_rate_is_measured(tmp_path: Path) -> None:
     assert raw_sqlite_commit_rate(tmp_path / "raw.db", seconds=0.1) > 0
+
+
+def test_watch_events_of_writes_carry_the_writers_dict(tmp_path: Path) -> None:
+    """A create's or update's watch event object is the written dict, stamped (no decode of the stored
+    bytes), equal to that decode; a delete's is decoded. Only the newest changes keep the dict."""
+    from kubeling.storage import codec, watchcache
+
+    async def scenario() -> None:
+        store = SqliteStore(tmp_path / "db.sqlite")
+        await store.start()
+        try:
+            events = store.watch("/registry/pods/", revision=store.current_revision())
+            body = pod("a", spec={"containers": [{"name": "c", "image": "i"}]})
+            created = await store.create("/registry/pods/default/a", body)
+            ev = await events.__anext__()
+            assert ev.type == "ADDED" and ev.object == codec.materialize(ev.data, ev.revision)
+            assert ev.object["spec"] is body["spec"]  # the writer's own nested values, not a decode
+            assert ev.object["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+            changed = {**created, "spec": {"containers": [{"name": "c", "image": "j"}]}}
+            await store.update("/registry/pods/default/a", changed,
+                               expected_revision=int(created["metadata"]["resourceVersion"]))
+            ev = await events.__anext__()
+            assert ev.type == "MODIFIED" and ev.object["spec"] is changed["spec"]
+            assert ev.object == codec.materialize(ev.data, ev.revision)
+            assert ev.object["metadata"]["resourceVersion"] == str(ev.revision)  # not the body's old one
+            await store.delete("/registry/pods/default/a")
+            ev = await events.__anext__()
+            assert ev.type == "DELETED" and ev.object == codec.materialize(ev.data, ev.revision)
+            await events.aclose()  # type: ignore[attr-defined]
+            # with no watcher, a change keeps the writer's dict only while among the newest
+            for i in range(watchcache._SHARED_EVENTS + 5):
+                await store.create(f"/registry/pods/default/p{i}", pod(f"p{i}"))
+            held = [ch.written is not None for ch in store.cache._events]
+            assert sum(held) == watchcache._SHARED_EVENTS and held[-1] and not held[-watchcache._SHARED_EVENTS - 1]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())

@@ -88,7 +88,7 @@ class LoopbackStream:
 
 
 class LoopbackRequest(dict[str, Any]):
-    """The parts of aiohttp's web.Request the middlewares and handlers read (a dict, as a Request
+    """The parts of aiohttp's web.Request the request wrapper and handlers read (a dict, as a Request
     is a mapping for per-request values such as the user and the resource)."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "content", "content_length", "host",

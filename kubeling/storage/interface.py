@@ -69,14 +69,17 @@ class Event:
     __slots__ = ("type", "key", "revision", "data", "prev_data", "prev_revision", "_object", "_prev", "_json")
 
     def __init__(self, type: Literal["ADDED", "MODIFIED", "DELETED"], key: str, revision: int,  # noqa: A002
-                 data: bytes, prev_data: bytes | None = None, prev_revision: int = 0) -> None:
+                 data: bytes, prev_data: bytes | None = None, prev_revision: int = 0, *,
+                 decoded: Obj | None = None) -> None:
+        """``decoded``: ``object`` already at hand (the write's own dict, stamped), equal to what
+        decoding ``data`` would give; it is then never decoded."""
         self.type = type
         self.key = key
         self.revision = revision
         self.data = data
         self.prev_data = prev_data
         self.prev_revision = prev_revision
-        self._object: Obj | None = None
+        self._object: Obj | None = decoded
         self._prev: Obj | None = None
         self._json: bytes | None = None
 

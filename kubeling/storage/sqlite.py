@@ -149,6 +149,7 @@ class _Write:
     data: bytes | None
     expected: int | None
     future: asyncio.Future[Any]
+    obj: Obj | None = None  # what data encodes (create, update): the change's event object, stamped
 
 
 @dataclass(slots=True)
@@ -281,7 +282,7 @@ class _Writer(threading.Thread):
             prev = self.tombstones.get(key, 0)
             self._insert(conn, (rev, key, 1, 0, rev, prev, w.data))
             new = (rev, rev, w.data)
-            change = Change("ADDED", key, rev, w.data)  # type: ignore[arg-type]
+            change = Change("ADDED", key, rev, w.data, written=w.obj)  # type: ignore[arg-type]
         else:
             if cur is None:
                 raise NotFound(key, f"{key} not found")
@@ -294,7 +295,7 @@ class _Writer(threading.Thread):
                     return (cur[0], cur[2])  # no change: no new revision, as upstream
                 self._insert(conn, (rev, key, 0, 0, cur[1], cur[0], w.data))
                 new = (rev, cur[1], w.data)
-                change = Change("MODIFIED", key, rev, w.data, cur[2], cur[0])  # type: ignore[arg-type]
+                change = Change("MODIFIED", key, rev, w.data, cur[2], cur[0], written=w.obj)  # type: ignore[arg-type]
             else:
                 self._insert(conn, (rev, key, 0, 1, cur[1], cur[0], cur[2]))
                 new = None
@@ -542,7 +543,7 @@ class SqliteStore:
         metadata dict (decoding the stored bytes again would cost a full copy); the caller's dict
         is left as it was, the nested values are shared with it. The watch cache keeps the result as
         the shared copy ``peek`` answers: neither it nor ``obj`` may be changed afterwards."""
-        rev, _data = await self._submit("create", key, encode(obj), None)
+        rev, _data = await self._submit("create", key, encode(obj), None, obj)
         created = _stamped(obj, rev)
         self.cache.remember(key, rev, created)  # the next update's old state, without a decode
         return created
@@ -550,7 +551,7 @@ class SqliteStore:
     async def update(self, key: str, obj: Obj, *, expected_revision: int) -> Obj:
         """See Store.update; returns ``obj`` stamped, as create. Writing back the current object
         unchanged adds no revision (as upstream)."""
-        rev, _data = await self._submit("update", key, encode(obj), expected_revision)
+        rev, _data = await self._submit("update", key, encode(obj), expected_revision, obj)
         updated = _stamped(obj, rev)
         self.cache.remember(key, rev, updated)  # the next update's old state, without a decode
         return updated
@@ -560,12 +561,12 @@ class SqliteStore:
         return materialize(data, rev)
 
     async def _submit(
-        self, kind: str, key: str, data: bytes | None, expected: int | None
+        self, kind: str, key: str, data: bytes | None, expected: int | None, obj: Obj | None = None
     ) -> tuple[int, bytes]:
         if self._closed or self._writer is None:
             raise RuntimeError("store is not running")
         fut = asyncio.get_running_loop().create_future()
-        self._writer.queue.put(_Write(kind, key, data, expected, fut))
+        self._writer.queue.put(_Write(kind, key, data, expected, fut, obj))
         try:
             return await fut
         except Conflict as e:

@@ -72,9 +72,19 @@ class Change:
     prev_data: bytes | None = None
     prev_revision: int = 0
     event: Event | None = field(default=None, repr=False, compare=False)
+    # the writer's own dict of the new state (without resourceVersion; nobody changes it any more),
+    # kept while the change is among the newest: its event's object is that, stamped, not a decode
+    written: Obj | None = field(default=None, repr=False, compare=False)
 
     def to_event(self) -> Event:
-        return Event(self.type, self.key, self.revision, self.data, self.prev_data, self.prev_revision)  # type: ignore[arg-type]
+        written = self.written
+        decoded = None
+        if written is not None and isinstance(written.get("metadata"), dict):
+            meta = dict(written["metadata"])
+            meta["resourceVersion"] = str(self.revision)
+            decoded = {**written, "metadata": meta}
+        return Event(self.type, self.key, self.revision, self.data, self.prev_data, self.prev_revision,  # type: ignore[arg-type]
+                     decoded=decoded)
 
 
 class _Watcher:
@@ -106,6 +116,7 @@ class WatchCache:
         self._watchers: set[_Watcher] = set()
         self._peeked: dict[str, tuple[int, Obj]] = {}  # key -> (revision, shared decoded object)
         self._decoded: deque[Change] = deque()  # changes holding a decoded event, oldest first
+        self._written: deque[Change] = deque()  # changes holding the writer's dict, oldest first
 
     # --- filling ---------------------------------------------------------
 
@@ -127,7 +138,7 @@ class WatchCache:
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Committed changes, in revision order: update state, window and watchers."""
-        live, keys, events, watchers = self._live, self._keys, self._events, self._watchers
+        live, keys, events, watchers, written = self._live, self._keys, self._events, self._watchers, self._written
         for ch in changes:
             if ch.type == "DELETED":
                 if live.pop(ch.key, None) is not None:
@@ -140,6 +151,10 @@ class WatchCache:
             if len(events) >= self._window:
                 self._start = events.popleft().revision
             events.append(ch)
+            if ch.written is not None:  # bounded as the decoded events are
+                written.append(ch)
+                if len(written) > _SHARED_EVENTS:
+                    written.popleft().written = None
             for w in watchers:
                 if not w.closed and ch.key.startswith(w.prefix):
                     try:
@@ -179,6 +194,7 @@ class WatchCache:
         ev = ch.event
         if ev is None:
             ev = ch.event = ch.to_event()
+            ch.written = None  # the event has it now
             decoded = self._decoded
             decoded.append(ch)
             if len(decoded) > _SHARED_EVENTS:
