@@ -307,3 +307,38 @@ def test_the_generated_function_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     errors, warnings = schema.validate(("", "v1", "Pod"), body, field_validation="Warn")
     assert errors == [] and warnings == ['unknown field "spec.containers[0].bogus"']
     assert body["spec"] == {"containers": [{"name": "c"}]}
+
+
+def test_hot_kinds_are_compiled_in_the_background_after_start(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pods, leases, nodes and events get their native check shortly after start-up, without
+    waiting for schema.COMPILE_AFTER writes; a rarely written kind still waits."""
+    import asyncio
+
+    from kubeling.apiserver import server as server_mod
+    from kubeling.apiserver.bootstrap import bootstrap
+    from kubeling.storage import SqliteStore
+
+    monkeypatch.setattr(server_mod, "PRECOMPILE_AFTER", 0.0)
+
+    async def scenario() -> None:
+        store = SqliteStore(str(tmp_path / "state.db"), compact_interval=0)
+        await store.start()
+        try:
+            srv = server_mod.ApiServer(store, tokens={})
+            await bootstrap(srv.registry, ca_pem="x")
+            cat = srv.catalogue
+            hot = [cat.lookup(*gvr) for gvr in server_mod.HOT_RESOURCES]
+            cold = cat.lookup("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+            nodes = [schema.root_node(r) for r in [*hot, cold]]
+            for node in nodes:  # as in a fresh process (other tests may have compiled them)
+                assert node is not None
+                monkeypatch.setattr(node, "native", None)
+            await srv.start()
+            await asyncio.wait_for(srv._precompiling, 60)  # type: ignore[arg-type]
+            assert all(node.native is not None for node in nodes[:-1])  # type: ignore[union-attr]
+            assert nodes[-1].native is None  # type: ignore[union-attr]
+            await srv.close()
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())

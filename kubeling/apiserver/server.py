@@ -6,6 +6,8 @@ catch-all that parses upstream's RequestInfo and dispatches by verb.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import ssl
@@ -36,6 +38,11 @@ VERSION_INFO = {
     "platform": "linux/amd64",
 }
 ANONYMOUS_PATHS = {"/livez", "/readyz", "/healthz", "/version", "/version/"}
+# written all the time by any cluster (kubelets' pods and leases, node status, events): their schema
+# checks are compiled shortly after start-up rather than at their 101st write (schema.COMPILE_AFTER)
+HOT_RESOURCES = (("", "v1", "pods"), ("coordination.k8s.io", "v1", "leases"), ("", "v1", "nodes"),
+                 ("", "v1", "events"), ("events.k8s.io", "v1", "events"))
+PRECOMPILE_AFTER = 1.0  # seconds after start-up
 _OPENAPI_V3_DOC = "/openapi/v3/"  # followed by a group-version path: one document
 _STATIC_USERS_LIMIT = 1024  # Authorization headers remembered; past it, the rest are parsed each time
 
@@ -114,6 +121,7 @@ class ApiServer:
         self._exact_get = self.exact_get_routes()
         # awaited by start(), before the server takes requests (apiextensions serves stored CRDs)
         self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._precompiling: asyncio.Task[None] | None = None
         self._http: web.Server | None = None
         from kubeling.apiextensions.wiring import install  # CRDs and admission webhooks
 
@@ -128,9 +136,28 @@ class ApiServer:
         return Metrics()
 
     async def start(self) -> None:
-        """What must happen after bootstrap and before the first request."""
+        """What must happen after bootstrap and before the first request; then, in the background,
+        the schema checks of the kinds every cluster writes all the time are compiled."""
         for hook in self.startup_hooks:
             await hook()
+        self._precompiling = asyncio.get_running_loop().create_task(self._precompile_hot_kinds(),
+                                                                    name="precompile-schemas")
+
+    async def close(self) -> None:
+        if self._precompiling is not None:
+            self._precompiling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._precompiling
+
+    async def _precompile_hot_kinds(self) -> None:
+        from kubeling.api import schema
+
+        await asyncio.sleep(PRECOMPILE_AFTER)  # start-up's own work first
+        for group, version, plural in HOT_RESOURCES:
+            res = self.catalogue.lookup(group, version, plural)
+            if res is not None:
+                schema.precompile(res)
+            await asyncio.sleep(0)  # requests go on between two compiles
 
     # ---- HTTP -------------------------------------------------------------------------------
     def http_server(self) -> web.Server:

@@ -67,6 +67,7 @@ class RunningApi:
         if self._loopback is not None:
             await self._loopback.close()
         await self.runner.cleanup()
+        await self.server.close()
         if self.gc_tuning is not None:
             from kubeling.apiserver import gctuning
 
