@@ -419,22 +419,22 @@ class ResourceHandlers:
         pods = res
 
         def assign(pod: Obj) -> Obj:
-            spec = pod.setdefault("spec", {})
+            """The bound pod, built of shallow copies: ``pod`` is the stored shared object."""
+            spec = pod.get("spec") or {}
             if pod["metadata"].get("deletionTimestamp"):
                 raise errors.conflict("", "pods", info.name or "", "pod is being deleted, cannot be assigned to a host")
             if spec.get("nodeName"):
                 raise errors.conflict("", "pods", info.name or "",
                                       f'pod {info.name} is already assigned to node "{spec["nodeName"]}"')
-            spec["nodeName"] = node
-            status = pod.setdefault("status", {})
+            status = pod.get("status") or {}
             conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
             conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                           "lastTransitionTime": now_rfc3339()})
-            status["conditions"] = conds
-            return pod
+            return {**pod, "metadata": dict(pod["metadata"]), "spec": {**spec, "nodeName": node},
+                    "status": {**status, "conditions": conds}}
 
         await self.registry.guaranteed_update(pods, info.namespace, info.name, assign, subresource="binding",
-                                              trusted=True)
+                                              trusted=True, copy_on_write=True)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                               "code": 201}, 201)
 

@@ -421,16 +421,23 @@ class Registry:
                                 dry_run: bool = False, user: dict[str, Any] | None = None,
                                 field_validation: str = "Strict",
                                 precondition_rv: str | None = None,
-                                trusted: bool = False) -> tuple[Obj, list[str]]:
+                                trusted: bool = False, copy_on_write: bool = False) -> tuple[Obj, list[str]]:
         """Read, mutate a copy, write; on a storage conflict re-read and retry (patch semantics).
 
         ``trusted``: ``mutate`` is the server's own well-formed change to the stored object (as
         upstream's binding, a GuaranteedUpdate straight on storage): no schema walk, defaulting,
         strategy or validation, which the stored object passed when it was written.
+        ``copy_on_write``: ``mutate`` gets the shared old object itself and returns a new one built
+        of shallow copies along what it changes (a new metadata dict among them), never writing into
+        its argument: no private decode of the stored object (~50-75k instructions for a pod).
         """
         key = self.key(resource, namespace, name)
         for _attempt in range(20):
-            old, work = await self._read_twice(key)
+            if copy_on_write:
+                old = await self._read_current(key)
+                work = old
+            else:
+                old, work = await self._read_twice(key)
             if old is None or work is None:
                 raise errors.not_found_error(resource.group, resource.plural, name)
             new = mutate(self.convert(resource, work))
@@ -461,18 +468,30 @@ class Registry:
     async def _read_twice(self, key: str) -> tuple[Obj | None, Obj | None]:
         """The live object at key twice: the old state (shared, read-only: see _read_shared) and a
         private copy to mutate (decoding the stored bytes is cheaper than a deep copy)."""
-        get_raw = getattr(self.store, "get_raw", None)
-        if get_raw is None:
+        if getattr(self.store, "get_raw", None) is None:
             old = await self.store.get(key)
             return old, deep_copy(old) if old is not None else None
-        hit = await get_raw(key)
+        hit, old = await self._read_current_raw(key)
+        return old, materialize(hit[1], hit[0]) if hit is not None else None
+
+    async def _read_current(self, key: str) -> Obj | None:
+        """The live object at key, read-only: the store's shared copy of that very revision where it
+        has one (one decode otherwise)."""
+        if getattr(self.store, "get_raw", None) is None:
+            return await self.store.get(key)
+        return (await self._read_current_raw(key))[1]
+
+    async def _read_current_raw(self, key: str) -> tuple[tuple[int, bytes] | None, Obj | None]:
+        """(revision, stored bytes) and the shared decoded object of that revision (decoded here
+        when the store has no shared copy of it), or (None, None)."""
+        hit = await self.store.get_raw(key)  # type: ignore[attr-defined]
         if hit is None:
             return None, None
         peek = getattr(self.store, "peek", None)
         old = peek(key) if peek is not None else None
         if old is None or old["metadata"]["resourceVersion"] != str(hit[0]):
             old = materialize(hit[1], hit[0])  # no shared copy of this very revision
-        return old, materialize(hit[1], hit[0])
+        return hit, old
 
     async def _read_shared(self, key: str) -> Obj | None:
         """The live object at key as the old state of an update: the store's shared decoded copy
@@ -497,9 +516,14 @@ class Registry:
                       opts: DeleteOptions) -> tuple[Obj, bool]:
         key = self.key(resource, namespace, name)
         for _attempt in range(20):
-            obj, new = await self._read_twice(key)  # obj is only read: the answer when nothing changes
-            if obj is None or new is None:
+            obj = await self._read_current(key)  # shared, only read: the answer when nothing changes
+            if obj is None:
                 raise errors.not_found_error(resource.group, resource.plural, name)
+            # what deletion changes is metadata (and a namespace's status.phase): new copies of those,
+            # the rest shared with obj, instead of a private decode of the whole object
+            new = {**obj, "metadata": dict(obj["metadata"])}
+            if _namespace_finalizers(resource, obj):
+                new["status"] = dict(obj.get("status") or {})
             meta = obj["metadata"]
             pre = opts.preconditions or {}
             if pre.get("uid") and pre["uid"] != meta.get("uid"):
