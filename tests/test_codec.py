@@ -120,3 +120,25 @@ def test_a_changed_shared_watch_object_is_reported(monkeypatch: Any, caplog: Any
     assert any("/registry/pods/ns/p1 at revision 2 was modified" in m for m in reported), reported
     assert any("/registry/pods/ns/p3 at revision 4 was modified" in m for m in reported), reported
     assert not any("ns/p0 " in m or "ns/p2 " in m for m in reported), reported
+
+
+def test_peek_keeps_the_most_recently_stored_copies(monkeypatch: Any) -> None:
+    """Past its size, peek's memo lets go of the least recently stored copy, not of all of them."""
+    from kubeling.storage import watchcache
+    from kubeling.storage.watchcache import Change, WatchCache
+
+    monkeypatch.setattr(watchcache, "_PEEK_ENTRIES", 3)
+    cache = WatchCache()
+    objs = {}
+    for i in range(4):
+        obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}", "resourceVersion": str(i + 1)}}
+        cache.apply([Change("ADDED", f"/registry/pods/ns/p{i}", i + 1, encode(obj))])
+        cache.remember(f"/registry/pods/ns/p{i}", i + 1, obj)
+        objs[i] = obj
+        if i == 1:
+            assert cache.peek("/registry/pods/ns/p0") is objs[0]  # p0 is not the oldest stored any more
+            cache.remember("/registry/pods/ns/p0", 1, objs[0])
+    for i in (0, 2, 3):
+        assert cache.peek(f"/registry/pods/ns/p{i}") is objs[i]
+    decoded = cache.peek("/registry/pods/ns/p1")  # the least recently stored went: decoded again
+    assert decoded is not objs[1] and decoded == objs[1]
