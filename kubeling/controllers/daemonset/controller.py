@@ -25,9 +25,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kubeling.api.scheduling import label_selector_is_empty, label_selector_matches
+from kubeling.client import ownership
 from kubeling.client.events import EventRecorder
 from kubeling.client.informer import copy as deep_copy
 from kubeling.client.informer import object_key, split_key
+from kubeling.client.ownership import CONTROLLER_UID_INDEX, ORPHAN_INDEX
+from kubeling.client.ownership import controller_ref as _controller_ref
 from kubeling.client.rest import ApiError, Client
 from kubeling.client.workqueue import ShutDown, WorkQueue
 from kubeling.controllers import history
@@ -60,28 +63,10 @@ BURST_REPLICAS = 250          # upstream's burstReplicas: most creates or delete
 SLOW_START_INITIAL_BATCH = 1
 EXPECTATIONS_TTL = 300.0
 AMBIGUOUS_CREATE_WAIT = 15.0  # how long a create with an unknown outcome holds further creates back
-CONTROLLER_UID_INDEX = "daemonset-controller-uid"
 PLAN_RESOURCE = "rolloutplans.v1alpha1.rollouts.kubeling.io"
-ORPHAN_INDEX = "orphan-namespace"
 SYNC_PACE_MIN = 0.002   # syncs quicker than this are not paced (small clusters)
 SYNC_PACE_FACTOR = 3.0  # a key waits this many times its last sync's work before the next one
 SYNC_PACE_MAX = 0.5     # the longest a key is held back after a sync
-
-
-def _controller_ref(obj: dict[str, Any]) -> dict[str, Any] | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref
-    return None
-
-
-def _controller_uid(obj: dict[str, Any]) -> list[str]:
-    ref = _controller_ref(obj)
-    return [ref["uid"]] if ref and ref.get("uid") else []
-
-
-def _orphan_namespace(obj: dict[str, Any]) -> list[str]:
-    return [] if _controller_ref(obj) else [(obj.get("metadata") or {}).get("namespace") or ""]
 
 
 def _holdback_view(plan: dict[str, Any]) -> tuple[Any, ...]:
@@ -169,11 +154,9 @@ class DaemonSetController:
         self.factory = factory
         self.workers = workers
         self.ds_informer = factory.informer(DS_RESOURCE)
-        self.pod_informer = factory.informer("pods", indexers={CONTROLLER_UID_INDEX: _controller_uid,
-                                                                ORPHAN_INDEX: _orphan_namespace})
+        self.pod_informer = factory.informer("pods", indexers=ownership.INDEXERS)
         self.node_informer = factory.informer("nodes")
-        self.rev_informer = factory.informer(history.RESOURCE, indexers={CONTROLLER_UID_INDEX: _controller_uid,
-                                                                         ORPHAN_INDEX: _orphan_namespace})
+        self.rev_informer = factory.informer(history.RESOURCE, indexers=ownership.INDEXERS)
         # RolloutPlans hold nodes back during a rollout (see holdback.py)
         self.plan_informer = factory.informer(PLAN_RESOURCE)
         self.queue = WorkQueue("daemonset")

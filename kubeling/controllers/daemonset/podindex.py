@@ -22,6 +22,7 @@ import orjson
 
 from kubeling.api.scheduling import label_selector_matches
 from kubeling.client.informer import object_key
+from kubeling.client.ownership import controller_ref
 from kubeling.controllers.daemonset.pods import (
     TEMPLATE_GENERATION_LABEL,
     Pod,
@@ -42,10 +43,8 @@ def selector_key(ds: dict[str, Any]) -> bytes:
 
 
 def _controller_uid(pod: Pod) -> str | None:
-    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref.get("uid")
-    return None
+    ref = controller_ref(pod)
+    return ref.get("uid") if ref is not None else None
 
 
 class ClaimedPods:

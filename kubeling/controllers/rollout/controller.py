@@ -14,9 +14,11 @@ import logging
 import time
 from typing import Any
 
+from kubeling.client import ownership
 from kubeling.client.events import EventRecorder
 from kubeling.client.informer import copy as deep_copy
 from kubeling.client.informer import object_key, split_key
+from kubeling.client.ownership import CONTROLLER_UID_INDEX
 from kubeling.client.rest import ApiError, Client
 from kubeling.client.workqueue import WorkQueue
 from kubeling.controllers import history
@@ -29,7 +31,6 @@ log = logging.getLogger(__name__)
 COMPONENT = "rolloutplan-controller"
 PLAN_RESOURCE = "rolloutplans.v1alpha1.rollouts.kubeling.io"
 DS_RESOURCE = "daemonsets.apps"
-OWNER_INDEX = "rollout-owner-uid"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 SYNC_PACE_MIN = 0.002   # syncs quicker than this are not paced (small clusters)
 SYNC_PACE_FACTOR = 3.0  # a plan waits this many times its last sync's work before the next one
@@ -76,9 +77,9 @@ class RolloutPlanController:
         self.workers = workers
         self.plans = factory.informer(PLAN_RESOURCE)
         self.daemonsets = factory.informer(DS_RESOURCE)
-        self.pods = factory.informer("pods", indexers={OWNER_INDEX: _owner_uid})
+        self.pods = factory.informer("pods", indexers=ownership.INDEXERS)
         self.nodes = factory.informer("nodes")
-        self.revisions = factory.informer(history.RESOURCE, indexers={OWNER_INDEX: _owner_uid})
+        self.revisions = factory.informer(history.RESOURCE, indexers=ownership.INDEXERS)
         self.queue = WorkQueue("rolloutplan")
         self.recorder = EventRecorder(client, COMPONENT)
         self._not_before: dict[str, float] = {}  # plan key -> loop time of its next sync (pacing)
@@ -130,12 +131,12 @@ class RolloutPlanController:
         """The DaemonSet's pods at revision ``hash_``: built from all of them when first asked (or
         for a new revision), then brought up to date from the pods that changed since."""
         if not self._following_pods:
-            return PodView.of(self.pods.by_index(OWNER_INDEX, uid), hash_)
+            return PodView.of(self.pods.by_index(CONTROLLER_UID_INDEX, uid), hash_)
         tracked = self._pod_views.get(uid)
         if tracked is None or tracked.view.hash != hash_ or tracked.overflowed:
             if tracked is None and len(self._pod_views) >= POD_VIEWS:
                 self._pod_views.clear()  # DaemonSets long gone among them: start afresh
-            view = PodView.of(self.pods.by_index(OWNER_INDEX, uid), hash_)
+            view = PodView.of(self.pods.by_index(CONTROLLER_UID_INDEX, uid), hash_)
             self._pod_views[uid] = _TrackedPods(view)
             return view
         for key in tracked.dirty:
@@ -202,7 +203,7 @@ class RolloutPlanController:
             await self._write_status(plan, status)
             return
         uid = ds["metadata"]["uid"]
-        revisions = [r for r in self.revisions.by_index(OWNER_INDEX, uid)]
+        revisions = [r for r in self.revisions.by_index(CONTROLLER_UID_INDEX, uid)]
         cur = current_revision(ds, revisions)
         if cur is None:
             return  # the DaemonSet controller has not snapshotted this template yet

@@ -16,10 +16,13 @@ import time
 from typing import Any
 
 from kubeling.api.scheduling import label_selector_is_empty, label_selector_matches
+from kubeling.client import ownership
 from kubeling.client.controller import run_controller
 from kubeling.client.events import EventRecorder
 from kubeling.client.informer import copy as deep_copy
 from kubeling.client.informer import object_key, split_key
+from kubeling.client.ownership import CONTROLLER_UID_INDEX, ORPHAN_INDEX
+from kubeling.client.ownership import controller_ref as _controller_ref
 from kubeling.client.rest import ApiError, Client
 from kubeling.client.workqueue import WorkQueue
 from kubeling.controllers import history
@@ -42,27 +45,9 @@ log = logging.getLogger(__name__)
 COMPONENT = "statefulset-controller"
 STS_RESOURCE = "statefulsets.apps"
 PVC_RESOURCE = "persistentvolumeclaims"
-CONTROLLER_UID_INDEX = "statefulset-controller-uid"
-ORPHAN_INDEX = "orphan-namespace"
 MAX_BATCH = 500
 
 Obj = dict[str, Any]
-
-
-def _controller_ref(obj: Obj) -> Obj | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref
-    return None
-
-
-def _controller_uid(obj: Obj) -> list[str]:
-    ref = _controller_ref(obj)
-    return [ref["uid"]] if ref and ref.get("uid") else []
-
-
-def _orphan_namespace(obj: Obj) -> list[str]:
-    return [] if _controller_ref(obj) else [(obj.get("metadata") or {}).get("namespace") or ""]
 
 
 class StatefulSetController:
@@ -72,10 +57,9 @@ class StatefulSetController:
         self.client = client
         self.factory = factory
         self.workers = workers
-        indexers = {CONTROLLER_UID_INDEX: _controller_uid, ORPHAN_INDEX: _orphan_namespace}
         self.sts_informer = factory.informer(STS_RESOURCE)
-        self.pod_informer = factory.informer("pods", indexers=dict(indexers))
-        self.rev_informer = factory.informer(history.RESOURCE, indexers=dict(indexers))
+        self.pod_informer = factory.informer("pods", indexers=ownership.INDEXERS)
+        self.rev_informer = factory.informer(history.RESOURCE, indexers=ownership.INDEXERS)
         self.pvc_informer = factory.informer(PVC_RESOURCE)
         self.queue = WorkQueue("statefulset")
         self.recorder = EventRecorder(client, COMPONENT)
