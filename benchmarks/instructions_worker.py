@@ -23,6 +23,7 @@ ROOT is the tree whose ``kubeling`` is measured (a checkout of another commit co
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import math
 import os
@@ -136,6 +137,15 @@ async def _workers(n: int, fn: Callable[[int], Awaitable[None]], start: int = 0)
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
+async def _warm_then_measure(phases: Phases, label: str, fn: Callable[[int], Awaitable[None]], *,
+                             n: int, warm: int) -> None:
+    """``warm`` unmeasured calls of ``fn`` (caches filled, bytecode specialised), then ``n`` as one phase."""
+    await _workers(warm, fn)
+    phases.begin()
+    await _workers(n, fn, warm)
+    phases.end(label)
+
+
 async def ops(n: int, phases: Phases) -> None:
     """Whole verbs through the Registry, as the HTTP handlers call it (the response encoded too)."""
     import orjson
@@ -154,11 +164,7 @@ async def ops(n: int, phases: Phases) -> None:
     names = [f"w-{i}" for i in range(warm)] + [f"p-{i}" for i in range(n)]
     bodies = [orjson.dumps(pod_body(name)) for name in names]
 
-    async def measure(label: str, fn: Callable[[int], Awaitable[None]]) -> None:
-        await _workers(warm, fn)
-        phases.begin()
-        await _workers(n, fn, warm)
-        phases.end(label)
+    measure = functools.partial(_warm_then_measure, phases, n=n, warm=warm)
 
     async def create(i: int) -> None:
         obj, _ = await reg.create(pods, NAMESPACE, orjson.loads(bodies[i]))
@@ -234,11 +240,7 @@ async def requests(n: int, phases: Phases) -> None:
         await reg.create(pods, NAMESPACE, pod_body(name))
     collection = f"/api/v1/namespaces/{NAMESPACE}/pods"
 
-    async def measure(label: str, fn: Callable[[int], Awaitable[None]]) -> None:
-        await _workers(warm, fn)
-        phases.begin()
-        await _workers(n, fn, warm)
-        phases.end(label)
+    measure = functools.partial(_warm_then_measure, phases, n=n, warm=warm)
 
     async def get(i: int) -> None:
         status, _, body, _ = await loopback.request("GET", f"{collection}/{names[i]}", params=None,
