@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from kubeling.storage.codec import encode, materialize, stamped_json
+from kubeling.storage.codec import encode, materialize, stamped, stamped_json
 from kubeling.storage.interface import Event
 
 _text = hs.text(hs.characters(blacklist_categories=("Cs",)), max_size=12)
@@ -37,6 +37,10 @@ def test_stamped_json_is_the_materialized_object(obj: dict[str, Any], rev: int) 
     data = encode(obj)
     assert orjson.loads(stamped_json(data, rev)) == materialize(data, rev)
     assert "resourceVersion" not in orjson.loads(data)["metadata"]
+    # the writer's dict, stamped (peek's copy, a write's event object) is the same object too
+    before = orjson.dumps(obj)
+    assert stamped(obj, rev) == materialize(data, rev)
+    assert orjson.dumps(obj) == before  # the caller's dict is left alone
 
 
 def test_encode_puts_the_head_first_and_leaves_the_callers_dict_alone() -> None:

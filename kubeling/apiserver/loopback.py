@@ -4,7 +4,9 @@ kube-apiserver gives its own post-start hooks a loopback client; `kubeling up` d
 component it composes (controllers, scheduler, node fleet). A loopback request goes through exactly
 what an HTTPS request goes through after the wire: the server's request wrapper (errors and metrics,
 authentication with the component's bearer token, warnings), the same routes and handlers, JSON
-bodies in and out (so a component never shares a mutable object with the server). What it saves is
+bodies in and out (so a component never shares a mutable object with the server), except for watch
+events: an informer gets the server's decoded event objects, shared and read-only as client-go's
+caches are (see LoopbackStream). What it saves is
 the wire: TLS, HTTP framing and parsing, the kernel's socket buffers, and a task per request on
 each side, which for a `kubeling up` at thousands of nodes is most of the CPU a request costs.
 

@@ -51,6 +51,15 @@ def materialize(data: bytes, revision: int) -> Obj:
     return obj
 
 
+def stamped(obj: Obj, revision: int) -> Obj:
+    """``obj`` with its resourceVersion, in a new top-level and metadata dict (the nested values are
+    shared): what ``materialize(encode(obj), revision)`` gives, without encoding or decoding."""
+    meta = obj.get("metadata")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta["resourceVersion"] = str(revision)
+    return {**obj, "metadata": meta}
+
+
 def stamped_json(data: bytes, revision: int) -> bytes:
     """The JSON of ``materialize(data, revision)`` (same object; resourceVersion first in metadata),
     spliced into the stored bytes without decoding them when their head allows."""

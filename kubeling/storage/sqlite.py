@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubeling.storage.codec import encode, materialize
+from kubeling.storage.codec import encode, materialize, stamped
 from kubeling.storage.interface import (
     Compacted,
     Conflict,
@@ -133,13 +133,6 @@ def raw_sqlite_commit_rate(path: Path | str, seconds: float = 2.0) -> float:
         return n / elapsed
     finally:
         conn.close()
-
-
-def _stamped(obj: Obj, revision: int) -> Obj:
-    meta = obj.get("metadata")
-    meta = dict(meta) if isinstance(meta, dict) else {}
-    meta["resourceVersion"] = str(revision)
-    return {**obj, "metadata": meta}
 
 
 @dataclass(slots=True)
@@ -544,7 +537,7 @@ class SqliteStore:
         is left as it was, the nested values are shared with it. The watch cache keeps the result as
         the shared copy ``peek`` answers: neither it nor ``obj`` may be changed afterwards."""
         rev, _data = await self._submit("create", key, encode(obj), None, obj)
-        created = _stamped(obj, rev)
+        created = stamped(obj, rev)
         self.cache.remember(key, rev, created)  # the next update's old state, without a decode
         return created
 
@@ -552,7 +545,7 @@ class SqliteStore:
         """See Store.update; returns ``obj`` stamped, as create. Writing back the current object
         unchanged adds no revision (as upstream)."""
         rev, _data = await self._submit("update", key, encode(obj), expected_revision, obj)
-        updated = _stamped(obj, rev)
+        updated = stamped(obj, rev)
         self.cache.remember(key, rev, updated)  # the next update's old state, without a decode
         return updated
 

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from kubeling.storage.codec import materialize
+from kubeling.storage.codec import materialize, stamped
 from kubeling.storage.interface import Compacted, Event, ListResult, Obj
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,7 @@ class Change:
     written: Obj | None = field(default=None, repr=False, compare=False)
 
     def to_event(self) -> Event:
-        written = self.written
-        decoded = None
-        if written is not None and isinstance(written.get("metadata"), dict):
-            meta = dict(written["metadata"])
-            meta["resourceVersion"] = str(self.revision)
-            decoded = {**written, "metadata": meta}
+        decoded = stamped(self.written, self.revision) if self.written is not None else None
         return Event(self.type, self.key, self.revision, self.data, self.prev_data, self.prev_revision,  # type: ignore[arg-type]
                      decoded=decoded)
 
