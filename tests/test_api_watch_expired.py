@@ -109,3 +109,40 @@ def test_kubeling_client_raises_api_error_410(small: Cluster) -> None:
 
     e = asyncio.run(go())
     assert (e.code, e.reason) == (410, "Expired")
+
+
+def test_loopback_watch_gets_the_410_as_an_event_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the in-process loopback (kubeling up's components) the watch events come as objects,
+    the ERROR event too: the client raises the same ApiError 410 an HTTPS watch gives, and a current
+    resourceVersion then watches normally (the object events are the store's, stamped)."""
+    from kubeling.cli import runtime
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("KUBELING_WATCH_WINDOW", str(WINDOW))
+
+    async def go() -> None:
+        data = tmp_path / "inproc"
+        api = await runtime.start_apiserver(data_dir=data, port=free_port(), store_url="sqlite://")
+        try:
+            async with Client(runtime.client_config(data / "kubeconfig"), loopback=api.loopback()) as c:
+                first = await c.create("configmaps", {"metadata": {"name": "lb-0"}}, "default")
+                rv = first["metadata"]["resourceVersion"]
+                for i in range(1, 3 * WINDOW):
+                    await c.create("configmaps", {"metadata": {"name": f"lb-{i}"}}, "default")
+                with pytest.raises(ApiError) as err:
+                    async for _ in c.watch("configmaps", namespace="default", resource_version=rv, timeout_seconds=5):
+                        pass
+                assert (err.value.code, err.value.reason) == (410, "Expired")
+                assert "too old resource version" in err.value.message
+                listed = await c.list("configmaps", "default")
+                after = await c.create("configmaps", {"metadata": {"name": "lb-after"}}, "default")
+                async for ev in c.watch("configmaps", namespace="default",
+                                        resource_version=listed["metadata"]["resourceVersion"], timeout_seconds=5):
+                    if ev["type"] != "BOOKMARK":
+                        break
+                assert (ev["type"], ev["object"]["metadata"]["name"]) == ("ADDED", "lb-after")
+                assert ev["object"]["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
+        finally:
+            await api.stop()
+
+    asyncio.run(go())
