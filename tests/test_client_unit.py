@@ -646,6 +646,28 @@ def test_leader_election_one_leader_then_handover_on_release():
     run(main())
 
 
+def test_leader_election_releases_a_lease_renewed_behind_its_back():
+    """A renewal cut short by the stop may still have been written: the release reads the Lease again
+    rather than conflicting with its own last write, so the Lease is given up all the same."""
+    async def main():
+        api = FakeApi()
+        key = ("leases.coordination.k8s.io", "kube-system", "kube-scheduler")
+        a = LeaderElector(api, "kube-scheduler", "kube-system", "a", lambda: asyncio.Event().wait(), None,
+                          lease_duration=15, renew_deadline=10, retry_period=5)
+        ta = asyncio.create_task(a.run())
+        while not a.is_leader():
+            await asyncio.sleep(0.01)
+        # the renewal the elector never saw answered: same holder, a newer resourceVersion
+        current = _copy.deepcopy(api.objects[key])
+        current["spec"]["renewTime"] = "2030-01-01T00:00:00.000000Z"
+        await api.update("leases.coordination.k8s.io", current, "kube-system")
+        ta.cancel()
+        await asyncio.gather(ta, return_exceptions=True)
+        spec = api.objects[key]["spec"]
+        assert not spec.get("holderIdentity") and spec["leaseDurationSeconds"] == 1
+    run(main())
+
+
 def test_leader_election_takes_over_expired_lease_and_steps_down_when_lost():
     async def main():
         api = FakeApi()

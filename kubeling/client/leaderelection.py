@@ -210,17 +210,25 @@ class LeaderElector:
                     log.exception("on_new_leader failed")
 
     async def _release(self) -> None:
-        """Give the Lease up on shutdown so another replica need not wait for it to expire."""
+        """Give the Lease up on shutdown so another replica need not wait for it to expire.
+
+        client-go releases from the Lease as it last saw it; this reads it again first: a renewal cut
+        short by the stop may have been written after this elector last saw the Lease, and releasing
+        from that older view would only conflict (and leave the Lease held until it expires)."""
         if self._observed_spec is None or self._observed_spec.get("holderIdentity") != self.identity:
             return
-        now = now_micro()
-        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                 "metadata": {"name": self.lease_name, "namespace": self.namespace,
-                              "resourceVersion": self._observed_rv},
-                 "spec": {"leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now,
-                          "leaseTransitions": self._observed_spec.get("leaseTransitions") or 0}}
         try:
             async with asyncio.timeout(5):
+                current = await self.client.get(LEASES, self.lease_name, self.namespace)
+                spec = current.get("spec") or {}
+                if spec.get("holderIdentity") != self.identity:
+                    return  # someone else holds it already
+                now = now_micro()
+                lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                         "metadata": {"name": self.lease_name, "namespace": self.namespace,
+                                      "resourceVersion": current["metadata"]["resourceVersion"]},
+                         "spec": {"leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now,
+                                  "leaseTransitions": spec.get("leaseTransitions") or 0}}
                 await self.client.update(LEASES, lease, self.namespace)
         except Exception as e:  # noqa: BLE001
             log.info("failed to release lease %s/%s: %r", self.namespace, self.lease_name, e)
