@@ -222,12 +222,14 @@ async def _measure(server: Server, sizes: Sizes, rows: list[Row], *, profile: Pa
         list_times: list[float] = []
         list_bytes = list_items = 0
         cpu_server = cpu_loadgen = 0.0
+        faults = 0
         for k, ns in enumerate(NAMESPACES):
             reqs = [("POST", f"/api/v1/namespaces/{ns}/pods", pod_body(f"pod-{i:05d}")) for i in range(per_ns)]
             with profiled(server.pid, profile and profile.with_suffix(f".{ns}.txt")), CpuMeter(stats) as cpu:
                 part = await closed_loop(api, reqs)
             cpu_server += cpu.server_share * part.elapsed
             cpu_loadgen += cpu.loadgen_share * part.elapsed
+            faults += cpu.server_faults
             creates.add(part)
             if k == 0:
                 for _ in range(sizes.lists):
@@ -261,6 +263,9 @@ async def _measure(server: Server, sizes: Sizes, rows: list[Row], *, profile: Pa
         Row(b, "create latency p99", creates.ms(99), "ms", ("<", P99_TARGET_MS)),
         Row(b, "create errors", sum(creates.errors.values()), "", ("<=", 0), note=_codes(creates.errors)),
         Row(b, "server CPU during creates", 100 * cpu_server / creates.elapsed, "% of a core"),
+        Row(b, "server CPU per create", 1e6 * cpu_server / max(len(creates.samples), 1), "µs"),
+        Row(b, "server page faults per create", faults / max(len(creates.samples), 1), "",
+            note="minor faults: first touches of memory new to the process"),
         Row(b, "load generator CPU during creates", 100 * cpu_loadgen / creates.elapsed, "% of a core"),
         Row(b, f"pod gets/s ({c} clients)", gets.rate, "/s", note=f"{len(gets.samples)} gets"),
         Row(b, "get latency p50", gets.ms(50), "ms"),

@@ -125,11 +125,18 @@ class ProcessStats:
     def peak_rss_mib(self) -> float:
         return self.status_kib("VmHWM") / 1024
 
-    def cpu_seconds(self) -> float:
-        # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    def _stat(self) -> list[str]:
+        """The fields of /proc/PID/stat after the parenthesised command name (state first)."""
         stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
+        return stat[stat.rindex(")") + 2:].split()
+
+    def cpu_seconds(self) -> float:
+        fields = self._stat()  # utime and stime are the 14th and 15th fields of the whole line
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def minor_faults(self) -> int:
+        """Page faults served without I/O (the 10th field): mostly first touches of new memory."""
+        return int(self._stat()[7])
 
 
 class CpuMeter:
@@ -141,6 +148,7 @@ class CpuMeter:
     def __enter__(self) -> CpuMeter:
         self._t0 = time.perf_counter()
         self._s0 = self.server.cpu_seconds()
+        self._f0 = self.server.minor_faults()
         t = os.times()
         self._l0 = t.user + t.system
         return self
@@ -149,6 +157,7 @@ class CpuMeter:
         elapsed = time.perf_counter() - self._t0
         t = os.times()
         self.server_share = (self.server.cpu_seconds() - self._s0) / elapsed
+        self.server_faults = self.server.minor_faults() - self._f0
         self.loadgen_share = (t.user + t.system - self._l0) / elapsed
 
 
