@@ -41,6 +41,7 @@ _TOP = chr(0x10FFFF)
 # shared copies peek keeps (a cluster of 5,000 nodes has 15,000 pods, nodes and leases written all the
 # time; the in-process informers hold the same dicts, so an entry costs little more than itself)
 _PEEK_ENTRIES = 16384
+_ROUTES = 4096  # key directories whose watchers are remembered (one per resource and namespace)
 _SHARED_EVENTS = 512  # the newest changes keep their decoded event for the next watcher
 # the test suite's servers check every shared copy peek hands out against the stored bytes
 _VERIFY_SHARED = os.environ.get("KUBELING_VERIFY_SHARED") == "1"
@@ -99,6 +100,15 @@ class _Watcher:
             self.queue.put_nowait(None)
 
 
+def _offer(w: _Watcher, ch: Change) -> None:
+    if w.closed:
+        return
+    try:
+        w.queue.put_nowait(ch)
+    except asyncio.QueueFull:
+        w.closed = True  # too slow: ended once it drains
+
+
 class WatchCache:
     """Live state + event window + watchers; used only from the event loop."""
 
@@ -111,6 +121,9 @@ class WatchCache:
         self._events: deque[Change] = deque()
         self._start = 0  # every change with revision > _start is in _events
         self._watchers: set[_Watcher] = set()
+        # a key's directory (up to its last "/") -> the watchers of its keys: those whose prefix
+        # covers the whole directory, and those (a longer prefix) each key is checked against
+        self._routes: dict[str, tuple[list[_Watcher], list[_Watcher]]] = {}
         self._peeked: dict[str, tuple[int, Obj]] = {}  # key -> (revision, shared decoded object)
         self._decoded: deque[Change] = deque()  # changes holding a decoded event, oldest first
         self._written: deque[Change] = deque()  # changes holding the writer's dict, oldest first
@@ -135,7 +148,7 @@ class WatchCache:
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Committed changes, in revision order: update state, window and watchers."""
-        live, keys, events, watchers, written = self._live, self._keys, self._events, self._watchers, self._written
+        live, keys, events, written, routes = self._live, self._keys, self._events, self._written, self._routes
         for ch in changes:
             if ch.type == "DELETED":
                 if live.pop(ch.key, None) is not None:
@@ -152,13 +165,30 @@ class WatchCache:
                 written.append(ch)
                 if len(written) > _SHARED_EVENTS:
                     written.popleft().written = None
-            for w in watchers:
-                if not w.closed and ch.key.startswith(w.prefix):
-                    try:
-                        w.queue.put_nowait(ch)
-                    except asyncio.QueueFull:
-                        w.closed = True  # too slow: ended once it drains
+            key = ch.key
+            directory = key[:key.rfind("/") + 1]
+            route = routes.get(directory)
+            if route is None:
+                if len(routes) >= _ROUTES:
+                    routes.clear()
+                route = routes[directory] = self._route(directory)
+            covering, checked = route
+            for w in covering:
+                _offer(w, ch)
+            for w in checked:
+                if key.startswith(w.prefix):
+                    _offer(w, ch)
             self.revision = ch.revision
+
+    def _route(self, directory: str) -> tuple[list[_Watcher], list[_Watcher]]:
+        """The watchers a change in ``directory`` may go to (see _routes)."""
+        covering, checked = [], []
+        for w in self._watchers:
+            if directory.startswith(w.prefix):
+                covering.append(w)
+            elif w.prefix.startswith(directory):
+                checked.append(w)
+        return covering, checked
 
     def close(self) -> None:
         """End every watcher (they finish after draining what they have)."""
@@ -267,6 +297,7 @@ class WatchCache:
         backlog.reverse()
         w = _Watcher(prefix, self._queue_size)
         self._watchers.add(w)
+        self._routes.clear()
         try:
             for ch in backlog:
                 yield self._shared_event(ch)
@@ -280,3 +311,4 @@ class WatchCache:
                     yield self._shared_event(ch)
         finally:
             self._watchers.discard(w)
+            self._routes.clear()
