@@ -1,13 +1,14 @@
 # kubeling: `make run` starts the cluster, `make test` runs the whole suite.
 # Both create or refresh .venv by themselves.
-PY ?= python3
+# PY: the interpreter .venv is made from (default: see scripts/bootstrap.sh)
+PY ?=
 VENV := .venv
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench venv clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
-	bash scripts/bootstrap.sh
+	PY="$(PY)" bash scripts/bootstrap.sh
 	touch $(STAMP)
 
 venv: $(STAMP)
