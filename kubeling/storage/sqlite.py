@@ -195,7 +195,7 @@ class _Writer(threading.Thread):
             if isinstance(item, _Call):
                 self._run_call(item)
                 continue
-            batch: list[_Write] = [item]
+            batch: list[_Write] = list(item)
             pending_call = None
             while len(batch) < self.max_batch:
                 try:
@@ -208,7 +208,7 @@ class _Writer(threading.Thread):
                 if isinstance(nxt, _Call):
                     pending_call = nxt
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
             self._run_batch(batch)
             if pending_call is not None:
                 self._run_call(pending_call)
@@ -405,6 +405,7 @@ class SqliteStore:
         self._compact_keep = compact_keep
         self._compact_batch = max(1, compact_batch)
         self._max_batch = max_batch
+        self._pending: list[_Write] = []  # submitted this turn of the loop, not yet handed over
         self.cache = WatchCache(window=window, queue_size=watch_queue)
         self.compact_revision = 0
         self._writer: _Writer | None = None
@@ -449,6 +450,7 @@ class SqliteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._compactor
         if self._writer is not None:
+            self._hand_over()  # writes submitted this turn of the loop go first
             self._writer.queue.put(_STOP)
             await asyncio.to_thread(self._writer.join)
             await asyncio.sleep(0)  # let the writer's last deliveries run
@@ -558,8 +560,12 @@ class SqliteStore:
     ) -> tuple[int, bytes]:
         if self._closed or self._writer is None:
             raise RuntimeError("store is not running")
-        fut = asyncio.get_running_loop().create_future()
-        self._writer.queue.put(_Write(kind, key, data, expected, fut, obj))
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        pending = self._pending
+        pending.append(_Write(kind, key, data, expected, fut, obj))
+        if len(pending) == 1:  # the first write of this turn of the loop: hand them over after it
+            loop.call_soon(self._hand_over)
         try:
             return await fut
         except Conflict as e:
@@ -567,6 +573,13 @@ class SqliteStore:
                 rev, raw = e.current
                 e.current = materialize(raw, rev)
             raise
+
+    def _hand_over(self) -> None:
+        """The writes submitted during one turn of the event loop go to the writer together: one
+        wake-up of its thread and, when it is idle, one transaction and one fsync for all of them."""
+        pending, self._pending = self._pending, []
+        if pending and self._writer is not None:
+            self._writer.queue.put(pending)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         assert self._writer is not None
