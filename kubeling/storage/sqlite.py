@@ -11,8 +11,9 @@ Durability: WAL journal with ``synchronous=FULL``, so a write is fsynced before
 its caller hears back; a crash at any point loses no acknowledged write and
 leaves no half write (a transaction commits whole or not at all).
 
-Speed: all SQLite writing happens in one writer thread, off the event loop. It
-takes whatever writes are queued (group commit), runs them in one transaction
+Speed: all SQLite writing happens in one writer thread, off the event loop. The
+loop hands it the writes of each of its turns together (one wake-up of the thread
+for all of them); the writer takes whatever is queued (group commit), runs it in one transaction
 with a check-before-insert for each (it is the only writer, so the check holds),
 commits once, and hands the committed rows back to the loop in one callback,
 which resolves each caller and feeds the watch cache. Gets, latest lists and
