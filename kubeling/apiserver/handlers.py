@@ -54,12 +54,14 @@ def go_json(body: Any) -> bytes:
 
 def go_escape(data: bytes) -> bytes:
     """JSON bytes from orjson with Go's HTML-safe string escapes."""
+    # find(), not ``in``: bytes.__contains__ first tries its argument as an integer and raises
+    # (and drops) a TypeError for a bytes one, ~1.6k instructions a test on every response
     for raw, escaped in _GO_ESCAPES:
-        if raw in data:
+        if data.find(raw) != -1:
             data = data.replace(raw, escaped)
-    if b"\xe2" in data:  # one byte scan instead of two 3-byte searches (each ~5x slower) for U+2028/9
+    if data.find(b"\xe2") != -1:  # one byte scan instead of two 3-byte searches (each ~5x slower) for U+2028/9
         for raw, escaped in _GO_ESCAPES_LS_PS:
-            if raw in data:
+            if data.find(raw) != -1:
                 data = data.replace(raw, escaped)
     return data
 
