@@ -254,3 +254,32 @@ def test_head_of_exact_paths(http):
     r = http.req("HEAD", "/version")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
     assert r.content == b""
+
+
+def _chunked_post(http, body: bytes, pieces: int) -> bytes:  # type: ignore[no-untyped-def]
+    """POST ``body`` with Transfer-Encoding: chunked (no Content-Length) in ``pieces`` chunks, sent
+    one by one; the response head and what came with it."""
+    size = -(-len(body) // pieces)
+    with _raw_tls(http) as conn:
+        conn.sendall(f"POST {CM} HTTP/1.1\r\nHost: kubeling\r\nAuthorization: Bearer {http.token}\r\n"
+                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        for i in range(0, len(body), size):
+            piece = body[i:i + size]
+            conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.sendall(b"0\r\n\r\n")
+        return _read_head(conn)
+
+
+def test_chunked_bodies_are_read_whole_and_held_to_three_mib(http):
+    """A body without Content-Length (chunked, as streaming clients send it) is read to its end
+    whether it came at once or in pieces, and refused with 413 past 3 MiB as a sized one is."""
+    small = json.dumps({"metadata": {"name": "chunked"}, "data": {"k": "v" * 5000}}).encode()
+    for pieces, name in ((1, b"chunked"), (7, b"chunked-in-pieces")):
+        head = _chunked_post(http, small.replace(b"chunked", name), pieces)
+        assert head.startswith(b"HTTP/1.1 201"), head
+        r = http.req("GET", CM + "/" + name.decode())
+        assert r.status_code == 200 and r.json()["data"]["k"] == "v" * 5000
+    big = json.dumps({"metadata": {"name": "big-chunked"}, "data": {"x": "a"}}).encode() + b" " * (3 * 1024 * 1024)
+    head = _chunked_post(http, big, 48)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert http.req("GET", CM + "/big-chunked").status_code == 404

@@ -90,17 +90,24 @@ def _quote_warning(text: str) -> str:
 
 async def read_raw(request: web.Request) -> bytes:
     """The whole body, refused with 413 past upstream's 3 MiB limit (a single read() may stop early)."""
-    if request.content_length is not None and request.content_length > encoding.MAX_BODY:
+    length = request.content_length
+    if length is not None and length > encoding.MAX_BODY:
         raise errors.too_large()
-    if request.content_length is not None:  # the usual case: one read of a known size
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers (the usual case): take it, no waiting
+        data = content.read_nowait()
+        if len(data) > encoding.MAX_BODY:
+            raise errors.too_large()
+        return data
+    if length is not None:  # one read of a known size
         try:
-            return await request.content.readexactly(request.content_length)
+            return await content.readexactly(length)
         except asyncio.IncompleteReadError as exc:
             return exc.partial
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.read(256 * 1024)
+        chunk = await content.read(256 * 1024)
         if not chunk:
             break
         size += len(chunk)

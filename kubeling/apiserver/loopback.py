@@ -45,6 +45,15 @@ class _Body:
     def __init__(self, data: bytes) -> None:
         self._data = data
 
+    def is_eof(self) -> bool:
+        return True  # all of it is here
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = len(self._data)
+        data, self._data = self._data[:n], self._data[n:]
+        return data
+
     async def readexactly(self, n: int) -> bytes:
         data, self._data = self._data[:n], self._data[n:]
         if len(data) < n:
@@ -52,10 +61,7 @@ class _Body:
         return data
 
     async def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            n = len(self._data)
-        data, self._data = self._data[:n], self._data[n:]
-        return data
+        return self.read_nowait(n)
 
 
 class LoopbackStream:
