@@ -58,8 +58,8 @@ def callgrind_counts(mode: str, n: int, root: Path) -> list[tuple[str, int]]:
     with tempfile.TemporaryDirectory(prefix="kubeling-callgrind-") as tmp:
         out = Path(tmp) / "cg.out"
         labels = Path(tmp) / "labels"
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--zero-before=math_gcd",
-               "--dump-before=math_lcm", "--dump-instr=no", "--compress-strings=no",
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--zero-before=getppid",
+               "--dump-before=getpgrp", "--dump-instr=no", "--compress-strings=no",
                sys.executable, str(WORKER), mode, str(n), str(labels), str(root)]
         env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
         proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)

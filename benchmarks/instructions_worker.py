@@ -2,9 +2,10 @@
 
 Not a benchmark by itself: it drives the real Registry (behind a real ApiServer, on a real
 SqliteStore in a temporary directory, no HTTP) and brackets each measured phase between a call of
-``math.gcd`` and one of ``math.lcm``. Callgrind is started with ``--zero-before=math_gcd
---dump-before=math_lcm``, so each phase becomes one dump holding exactly the instructions executed
-inside it; the phase's label is appended to LABELS once the phase is over (dump N <-> line N).
+``os.getppid`` and one of ``os.getpgrp``. Callgrind is started with ``--zero-before=getppid
+--dump-before=getpgrp`` (libc functions nothing else here calls; not functions of the interpreter,
+which a distribution's statically linked, stripped, LTO build may have inlined or hidden), so each
+phase becomes one dump holding exactly the instructions executed inside it; the phase's label is appended to LABELS once the phase is over (dump N <-> line N).
 
 usage: instructions_worker.py {ops,requests,pieces,components} N LABELS ROOT
   ops       N pod creates by 32 concurrent clients, then N lease PUTs, N pod status PUTs, N label
@@ -25,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import math
 import os
 import sys
 import tempfile
@@ -87,10 +87,10 @@ class Phases:
 
     def begin(self) -> None:
         gc.collect()  # garbage of the set-up is not the phase's to collect
-        math.gcd(1, 2)  # callgrind --zero-before=math_gcd
+        os.getppid()  # callgrind --zero-before=getppid
 
     def end(self, label: str) -> None:
-        math.lcm(1, 2)  # callgrind --dump-before=math_lcm
+        os.getpgrp()  # callgrind --dump-before=getpgrp
         with open(self.labels_path, "a") as f:
             f.write(label + "\n")
 
