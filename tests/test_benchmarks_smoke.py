@@ -1,12 +1,16 @@
-"""The API benchmark's code runs end to end in a tiny mode and yields numeric rows (no timing checked)."""
+"""The API benchmark's code runs end to end in a tiny mode and yields numeric rows (no timing checked);
+the instructions benchmark's phases come out of callgrind one by one."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
 
-from benchmarks import api
-from benchmarks.harness import Row, percentile
+import pytest
+
+from benchmarks import api, instructions
+from benchmarks.harness import ROOT, Row, percentile
 
 
 def test_percentile_nearest_rank() -> None:
@@ -38,3 +42,15 @@ def test_api_benchmark_tiny() -> None:
     assert by_metric["server RSS with 50 pods stored"].value > 10
     assert by_metric["raw SQLite single-row commits/s"].value > 0
     assert by_metric["create latency p99"].status in ("PASS", "MISS")
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts_come_phase_by_phase() -> None:
+    """The worker's phase markers are calls callgrind can see in this interpreter (a distribution's
+    stripped, statically linked build hides its own functions): one dump per stage, in order."""
+    counts = instructions.callgrind_counts("pieces", 2, ROOT)
+    labels = [label for label, _ in counts]
+    assert labels[0] == "schema walk: create body" and labels[-1] == "decode from storage", labels
+    assert len(labels) == 11
+    for label, ir in counts:
+        assert 1_000 < ir < 5_000_000, (label, ir)
