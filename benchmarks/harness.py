@@ -165,7 +165,8 @@ class Server:
     """A `kubeling up --nodes 0` (or `kubeling apiserver`) subprocess in a temporary data dir."""
 
     def __init__(self, *, store: str = "sqlite://", cpu: int | None = None, nodes: int = 0,
-                 extra_args: Sequence[str] = (), data_dir: Path | None = None, command: str = "up") -> None:
+                 extra_args: Sequence[str] = (), data_dir: Path | None = None, command: str = "up",
+                 wrapper: Sequence[str] = (), root: Path | None = None, env: dict[str, str] | None = None) -> None:
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="kubeling-bench-")
         self.data_dir = data_dir or Path(self._tmp.name) / "data"  # type: ignore[union-attr]
         self.store = store
@@ -173,6 +174,9 @@ class Server:
         self.nodes = nodes
         self.command = command  # "up" (everything) or "apiserver" (the API server alone)
         self.extra_args = list(extra_args)
+        self.wrapper = list(wrapper)  # a command the server runs under (valgrind)
+        self.root = root or ROOT  # the tree whose kubeling runs (its directory comes first on sys.path)
+        self.env = env or {}
         self.port = free_port()
         self.kubeconfig = self.data_dir / "kubeconfig"
         self.log_path = self.data_dir.parent / "server.log"
@@ -201,8 +205,8 @@ class Server:
         if self.cpu is not None:
             cmd = ["taskset", "-c", str(self.cpu), *cmd]
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.proc = subprocess.Popen([*self.wrapper, *cmd], stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env))
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

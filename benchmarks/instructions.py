@@ -14,7 +14,10 @@ Ir) per operation:
 - components: a pod create through the Loopback with no pod watchers, then with every component of
   `kubeling up` running (their shared pod informer decoding the event, its indexes and handlers);
 - pieces: the stages of a write alone (schema walk, defaults, admission, validation, storage
-  encoding), on a fresh create body and on a running pod.
+  encoding), on a fresh create body and on a running pod;
+- server: a whole `kubeling up --nodes 0` process under callgrind, pod creates from 32 HTTPS
+  clients outside it (TLS, aiohttp, the handlers, the SQLite writer thread, the components' watch):
+  what the API benchmark's create rate is made of, without the machine's noise.
 
 Compare two trees with ``--ir-root``: e.g. ``git worktree add /tmp/base HEAD~1`` then
 ``python -m benchmarks --only instructions --ir-root /tmp/base``. Instruction counts are
@@ -46,6 +49,8 @@ SIZES = {"full": (1000, 200), "quick": (300, 100), "tiny": (40, 20)}  # ops per 
 OPS_NOTE = "in-process Registry + SqliteStore, 32 clients, no HTTP"
 REQUESTS_NOTE = "whole request path (Loopback or HTTP without TLS), 32 clients"
 COMPONENTS_NOTE = "`kubeling up`'s components on the loopback, 32 clients; until their informer has every pod"
+SERVER_NOTE = "a whole `kubeling up --nodes 0` (TLS, aiohttp, components, writer thread); 32 HTTPS clients"
+SERVER_WARM_CREATES = 300  # unmeasured creates first (compiled schema checks, warm caches)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +77,44 @@ def callgrind_counts(mode: str, n: int, root: Path) -> list[tuple[str, int]]:
             if label != WARM_UP:
                 counts.append((label, _total(Path(f"{out}.{i}")) // n))
         return counts
+
+
+def server_count(n: int, root: Path) -> int:
+    """Instructions per HTTPS pod create of a whole `kubeling up --nodes 0` under callgrind: counted
+    (``callgrind_control -i on`` ... ``-d``) over n creates by 32 clients, after SERVER_WARM_CREATES."""
+    from benchmarks.api import CONCURRENCY, closed_loop, ensure_namespaces, open_connections, pod_body
+    from benchmarks.harness import Api, Server, run_async
+
+    with tempfile.TemporaryDirectory(prefix="kubeling-callgrind-") as tmp:
+        out = Path(tmp) / "cg.out"
+        server = Server(wrapper=["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                                 "--dump-instr=no", "--compress-strings=no"],
+                        root=root, env={"PYTHONHASHSEED": "0"})
+
+        def control(*args: str) -> None:
+            subprocess.run(["callgrind_control", *args, str(server.pid)], check=True, capture_output=True)
+
+        async def drive() -> None:
+            api = Api(server.client_config(), connections=CONCURRENCY)
+            try:
+                await ensure_namespaces(api, ["bench-a"])
+                await open_connections(api)
+                path = "/api/v1/namespaces/bench-a/pods"
+                await closed_loop(api, [("POST", path, pod_body(f"warm-{i}")) for i in range(SERVER_WARM_CREATES)])
+                control("-i", "on")
+                done = await closed_loop(api, [("POST", path, pod_body(f"pod-{i}")) for i in range(n)])
+                control("-d")
+                if done.errors:
+                    raise RuntimeError(f"creates under callgrind failed: {done.errors}")
+            finally:
+                await api.close()
+
+        server.start(timeout=600)
+        try:
+            run_async(drive())
+        finally:
+            server.cleanup()
+        return _total(Path(f"{out}.1")) // n
 
 
 def _total(dump: Path) -> int:
@@ -106,6 +149,8 @@ def run(args: argparse.Namespace) -> list[Row]:
                     note="the difference of the two rows above"))
     for label, ir in callgrind_counts("pieces", n_pieces, root):
         rows.append(Row(NAME, f"stage: {label}", ir, "Ir/call"))
+    rows.append(Row(NAME, "HTTPS pod create, whole kubeling up", server_count(n_ops, root), "Ir/op",
+                    note=SERVER_NOTE))
     return rows
 
 

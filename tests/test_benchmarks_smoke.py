@@ -54,3 +54,10 @@ def test_instruction_counts_come_phase_by_phase() -> None:
     assert len(labels) == 11
     for label, ir in counts:
         assert 1_000 < ir < 5_000_000, (label, ir)
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_of_a_whole_server_per_https_create() -> None:
+    """A real `kubeling up` under callgrind, switched on and dumped around creates from HTTPS clients."""
+    ir = instructions.server_count(40, ROOT)
+    assert 100_000 < ir < 10_000_000, ir
