@@ -210,7 +210,7 @@ class Informer:
             old = self._cache.get(key)
             if old is not None and _rv(old) == _rv(obj) and _rv(obj) is not None:
                 continue
-            self._store(key, obj)
+            self._store(key, obj, new=old is None)
             self._emit("ADDED" if old is None else "MODIFIED", obj, old)
 
     async def _watch(self) -> bool:
@@ -246,7 +246,7 @@ class Informer:
             old = self._cache.get(key)
             if old is not None and rv is not None and _rv(old) == rv:
                 return  # the same revision again (a re-watch overlapping): nothing changed
-            self._store(key, obj)
+            self._store(key, obj, new=old is None)
             self._emit("ADDED" if old is None else "MODIFIED", obj, old)
         if rv:
             self.resource_version = rv
@@ -267,8 +267,13 @@ class Informer:
         elif self._kind is None and obj.get("kind") and obj.get("apiVersion"):
             self._kind = (obj["apiVersion"], obj["kind"])
 
-    def _store(self, key: str, obj: dict[str, Any]) -> None:
+    def _store(self, key: str, obj: dict[str, Any], *, new: bool = False) -> None:
+        """Cache ``obj`` at key and index it; ``new``: the key was not cached (nothing to unindex)."""
         self._cache[key] = obj
+        if new:
+            for name, fn in self._indexers.items():
+                self._index_one(name, fn, key, obj)
+            return
         for name, fn in self._indexers.items():
             have = self._index_values[name].get(key)
             if have is not None:
