@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy as _copy
+import logging
 from typing import Any
 
 import aiohttp
@@ -340,6 +341,35 @@ def test_informer_list_watch_cache_handlers_and_indexes():
         inf.add_handler(lambda t, o, old: late.append(t))
         assert late == ["ADDED", "ADDED"]
     run(main())
+
+
+def test_informer_handlers_that_fail_or_are_coroutines_do_not_stop_the_others(caplog):
+    """Every handler gets every event: one that raises is logged, a coroutine function (which would
+    never run) is refused with a log line, and the handlers after them are still called."""
+    async def main():
+        api = FakeApi()
+        inf = Informer(api, "pods", indexers={"node": by_node})
+        seen: list[str] = []
+
+        def broken(t, o, old):
+            raise ValueError("boom")
+
+        async def awaits(t, o, old):
+            seen.append("never")
+
+        for fn in (broken, awaits, lambda t, o, old: seen.append(f"{t} {object_key(o)}")):
+            inf.add_handler(fn)
+        inf.apply_event({"type": "ADDED", "object": pod("a", node="n1", rv="5")})
+        inf.apply_event({"type": "MODIFIED", "object": pod("a", node="n2", rv="6")})
+        assert seen == ["ADDED default/a", "MODIFIED default/a"]
+        assert [o["metadata"]["name"] for o in inf.by_index("node", "n2")] == ["a"]
+        assert inf.by_index("node", "n1") == []
+    with caplog.at_level(logging.ERROR, logger="kubeling.client.informer"):
+        run(main())
+    logged = [r.getMessage() for r in caplog.records]
+    assert sum("failed on ADDED default/a" in m for m in logged) == 2, logged
+    assert any("must be plain functions" in (r.exc_text or "") or "must be plain functions" in str(r.exc_info)
+               for r in caplog.records), logged
 
 
 def test_informer_410_relists_and_emits_diff():

@@ -100,7 +100,7 @@ class Informer:
         self._handlers.append(fn)
         if self._synced.is_set():
             for obj in list(self._cache.values()):
-                self._call(fn, "ADDED", obj, None)
+                self._emit("ADDED", obj, None, [fn])
 
     def add_indexer(self, name: str, fn: IndexFunc) -> None:
         if name in self._indexers:
@@ -317,18 +317,17 @@ class Informer:
                 if not keys:
                     del index[v]
 
-    def _emit(self, etype: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        for fn in self._handlers:
-            self._call(fn, etype, obj, old)
-
-    def _call(self, fn: Handler, etype: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        try:
-            result = fn(etype, obj, old)
-            if result is not None and asyncio.iscoroutine(result):
-                result.close()
-                raise TypeError("informer handlers must be plain functions (enqueue keys, don't await)")
-        except Exception:
-            log.exception("%s: handler %r failed on %s %s", self.resource, fn, etype, object_key(obj))
+    def _emit(self, etype: str, obj: dict[str, Any], old: dict[str, Any] | None,
+              handlers: list[Handler] | None = None) -> None:
+        """Call the handlers (all, or those given); one that fails or is a coroutine function is logged."""
+        for fn in self._handlers if handlers is None else handlers:  # one frame for them all: many per event
+            try:
+                result = fn(etype, obj, old)
+                if result is not None and asyncio.iscoroutine(result):
+                    result.close()
+                    raise TypeError("informer handlers must be plain functions (enqueue keys, don't await)")
+            except Exception:
+                log.exception("%s: handler %r failed on %s %s", self.resource, fn, etype, object_key(obj))
 
 
 class InformerFactory:
