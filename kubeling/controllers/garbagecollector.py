@@ -93,8 +93,8 @@ class GarbageCollector:
             if etype != "DELETED" and meta.get("deletionTimestamp") and (
                     "orphan" in fins or "foregroundDeletion" in fins):
                 self.queue.add(("owner", res, key))
-            if refs_changed:
-                self._track_references(res, key, etype, obj, old)
+            if refs_changed and (refs or (old_meta is not None and old_meta.get("ownerReferences"))):
+                self._track_references(res, key, etype, obj, old)  # (no owners before or now: nothing to track)
             uid = meta.get("uid")
             newly_deleting = meta.get("deletionTimestamp") and not (old_meta or {}).get("deletionTimestamp")
             if uid and (etype == "DELETED" or newly_deleting):
