@@ -99,8 +99,9 @@ class Informer:
         """Register a handler; once synced, it first receives ADDED for every cached object."""
         self._handlers.append(fn)
         if self._synced.is_set():
+            only = [fn]
             for obj in list(self._cache.values()):
-                self._emit("ADDED", obj, None, [fn])
+                self._emit("ADDED", obj, None, only)
 
     def add_indexer(self, name: str, fn: IndexFunc) -> None:
         if name in self._indexers:
@@ -210,7 +211,7 @@ class Informer:
             old = self._cache.get(key)
             if old is not None and _rv(old) == _rv(obj) and _rv(obj) is not None:
                 continue
-            self._store(key, obj, new=old is None)
+            self._store(key, obj)
             self._emit("ADDED" if old is None else "MODIFIED", obj, old)
 
     async def _watch(self) -> bool:
@@ -246,7 +247,7 @@ class Informer:
             old = self._cache.get(key)
             if old is not None and rv is not None and _rv(old) == rv:
                 return  # the same revision again (a re-watch overlapping): nothing changed
-            self._store(key, obj, new=old is None)
+            self._store(key, obj)
             self._emit("ADDED" if old is None else "MODIFIED", obj, old)
         if rv:
             self.resource_version = rv
@@ -267,8 +268,9 @@ class Informer:
         elif self._kind is None and obj.get("kind") and obj.get("apiVersion"):
             self._kind = (obj["apiVersion"], obj["kind"])
 
-    def _store(self, key: str, obj: dict[str, Any], *, new: bool = False) -> None:
-        """Cache ``obj`` at key and index it; ``new``: the key was not cached (nothing to unindex)."""
+    def _store(self, key: str, obj: dict[str, Any]) -> None:
+        """Cache ``obj`` at key and index it (a key not cached yet has no index values to drop)."""
+        new = key not in self._cache
         self._cache[key] = obj
         if new:
             for name, fn in self._indexers.items():
